@@ -1,0 +1,366 @@
+//! `.attrs.json` in, typed and checked values out.
+//!
+//! Nix writes every derivation attribute into `.attrs.json` under `__structuredAttrs`, plus
+//! its own (`builder`, `system`, `outputs`) and one key per `exportReferencesGraph` entry.
+//! We read only the keys we need; each missing or mistyped one is an error naming the key.
+
+use crate::store_path::{self, StorePath};
+use crate::time::Timestamp;
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::{Map, Value};
+use std::path::{Path, PathBuf};
+
+/// A parsed attributes file and where it came from.
+pub struct Attrs {
+    /// The top-level JSON object.
+    pub map: Map<String, Value>,
+    /// The file it was read from (for error messages).
+    pub source: PathBuf,
+}
+
+/// Finds the attributes file: `explicit`, else `$NIX_ATTRS_JSON_FILE` if it exists (inside
+/// Nix 2.8's sandbox it names a host path that does not), else `$NIX_BUILD_TOP/.attrs.json`,
+/// else `./.attrs.json`.
+///
+/// # Errors
+/// Lists every place looked at when none exists.
+pub fn locate(explicit: Option<&Path>) -> Result<PathBuf> {
+    if let Some(path) = explicit {
+        return Ok(path.to_path_buf());
+    }
+    let mut candidates = Vec::new();
+    if let Some(file) = std::env::var_os("NIX_ATTRS_JSON_FILE") {
+        candidates.push(PathBuf::from(file));
+    }
+    if let Some(top) = std::env::var_os("NIX_BUILD_TOP") {
+        candidates.push(Path::new(&top).join(".attrs.json"));
+    }
+    candidates.push(PathBuf::from(".attrs.json"));
+    if let Some(found) = candidates.iter().find(|p| p.is_file()) {
+        return Ok(found.clone());
+    }
+    let tried: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
+    bail!(
+        "no attributes file: looked for {} (pass --attrs FILE)",
+        tried.join(", ")
+    )
+}
+
+impl Attrs {
+    /// Reads and parses `path`. A first line starting with `#!` is skipped, so that a
+    /// `stream-script` output is both an executable and an attributes file.
+    ///
+    /// # Errors
+    /// The file cannot be read, is not JSON, or is not a JSON object.
+    pub fn read(path: &Path) -> Result<Attrs> {
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("cannot read attributes file `{}`", path.display()))?;
+        let json = match bytes.strip_prefix(b"#!") {
+            Some(rest) => rest
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(&[][..], |nl| &rest[nl + 1..]),
+            None => &bytes[..],
+        };
+        let value: Value = serde_json::from_slice(json)
+            .with_context(|| format!("`{}` is not valid JSON", path.display()))?;
+        match value {
+            Value::Object(map) => Ok(Attrs { map, source: path.to_path_buf() }),
+            other => bail!(
+                "`{}` must hold a JSON object, not {}",
+                path.display(),
+                type_name(&other)
+            ),
+        }
+    }
+
+    /// The value at `key`, treating JSON `null` as absent.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.map.get(key).filter(|v| !v.is_null())
+    }
+
+    fn string_or(&self, key: &str, default: &str) -> Result<String> {
+        match self.get(key) {
+            None => Ok(default.to_string()),
+            Some(v) => as_str(key, v).map(str::to_string),
+        }
+    }
+
+    fn int_or(&self, key: &str, default: u64) -> Result<u64> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(v) => v
+                .as_u64()
+                .ok_or_else(|| anyhow!("key `{key}`: expected a non-negative integer, got {v}")),
+        }
+    }
+
+    fn bool_or(&self, key: &str, default: bool) -> Result<bool> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(v) => bail!("key `{key}`: expected true or false, got {v}"),
+        }
+    }
+
+    /// `outputs.out`: where a builder writes (structured attrs do not set `$out`).
+    pub fn output_path(&self) -> Result<Option<String>> {
+        match self.get("outputs") {
+            None => Ok(None),
+            Some(Value::Object(outputs)) => match outputs.get("out") {
+                None | Some(Value::Null) => Ok(None),
+                Some(v) => as_str("outputs.out", v).map(|s| Some(s.to_string())),
+            },
+            Some(v) => bail!("key `outputs`: expected an object, got {v}"),
+        }
+    }
+
+    /// The closure graph stored under `key` (an `exportReferencesGraph` entry).
+    ///
+    /// # Errors
+    /// The key is missing, is not a list, or an entry lacks `path`/`references` or has a
+    /// mistyped `narSize`.
+    pub fn graph(&self, key: &str) -> Result<Vec<GraphEntry>> {
+        let value = self.get(key).ok_or_else(|| {
+            anyhow!(
+                "key `{key}` is missing from `{}` (it should hold exportReferencesGraph.{key})",
+                self.source.display()
+            )
+        })?;
+        parse_graph(key, value)
+    }
+}
+
+/// One path of an `exportReferencesGraph` closure, as Nix writes it.
+#[derive(Clone, Debug)]
+pub struct GraphEntry {
+    /// The store path.
+    pub path: String,
+    /// Paths it refers to; usually includes itself.
+    pub references: Vec<String>,
+    /// Size of its NAR serialisation (0 when absent).
+    pub nar_size: u64,
+}
+
+fn parse_graph(key: &str, value: &Value) -> Result<Vec<GraphEntry>> {
+    let Value::Array(items) = value else {
+        bail!("key `{key}`: expected a list of path entries, got {}", type_name(value));
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let at = format!("{key}[{i}]");
+            let Value::Object(entry) = item else {
+                bail!("`{at}`: expected an object, got {}", type_name(item));
+            };
+            let path = match entry.get("path") {
+                Some(v) => as_str(&format!("{at}.path"), v)?.to_string(),
+                None => bail!("`{at}` has no `path` key"),
+            };
+            let references = match entry.get("references") {
+                Some(Value::Array(refs)) => refs
+                    .iter()
+                    .enumerate()
+                    .map(|(j, r)| as_str(&format!("{at}.references[{j}]"), r).map(str::to_string))
+                    .collect::<Result<Vec<_>>>()?,
+                Some(v) => bail!("`{at}.references` ({path}): expected a list, got {v}"),
+                None => bail!("`{at}` ({path}) has no `references` key"),
+            };
+            let nar_size = match entry.get("narSize") {
+                None => 0,
+                Some(v) => v.as_u64().ok_or_else(|| {
+                    anyhow!("`{at}.narSize` ({path}): expected a non-negative integer, got {v}")
+                })?,
+            };
+            if let Some(hash) = entry.get("narHash") {
+                check_nar_hash(&at, &path, hash)?;
+            }
+            Ok(GraphEntry { path, references, nar_size })
+        })
+        .collect()
+}
+
+/// Accepts `sha256:<52 nix-base32>`, `sha256:<64 hex>` and SRI `sha256-<base64>`; the
+/// value is not used, but a malformed one means the graph did not come from Nix.
+fn check_nar_hash(at: &str, path: &str, value: &Value) -> Result<()> {
+    let hash = as_str(&format!("{at}.narHash"), value)?;
+    let ok = if let Some(digest) = hash.strip_prefix("sha256:") {
+        (digest.len() == 52 && digest.bytes().all(|c| b"0123456789abcdfghijklmnpqrsvwxyz".contains(&c)))
+            || (digest.len() == 64 && digest.bytes().all(|c| c.is_ascii_hexdigit()))
+    } else if let Some(b64) = hash.strip_prefix("sha256-") {
+        b64.len() == 44 && b64.bytes().all(|c| c.is_ascii_alphanumeric() || b"+/=".contains(&c))
+    } else {
+        false
+    };
+    if !ok {
+        bail!("`{at}.narHash` ({path}): {hash:?} is neither `sha256:<nix32>` nor SRI `sha256-<base64>`");
+    }
+    Ok(())
+}
+
+fn as_str<'a>(key: &str, value: &'a Value) -> Result<&'a str> {
+    value
+        .as_str()
+        .ok_or_else(|| anyhow!("key `{key}`: expected a string, got {value}"))
+}
+
+fn type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// How the whole archive written by `build` is compressed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compressor {
+    /// Plain tar.
+    None,
+    /// Multi-member gzip, members compressed in parallel.
+    Gz,
+    /// zstd level 3, multi-threaded.
+    Zstd,
+}
+
+/// Everything `build`, `stream` and `plan` need, checked. Argument names are
+/// buildLayeredImage's; see docs/contract.md.
+pub struct ImageSpec {
+    /// Image name as given (lowercased for the repo tag).
+    pub name: String,
+    /// The tag: the given one, or the hash part of `outputs.out`.
+    pub tag: String,
+    /// Store paths merged into the customisation layer.
+    pub contents: Vec<StorePath>,
+    /// The Docker `config` object, as given.
+    pub config: Value,
+    /// Image creation time.
+    pub created: Timestamp,
+    /// mtime of every layer entry.
+    pub mtime: Timestamp,
+    /// Total layer budget, customisation layer included.
+    pub max_layers: usize,
+    /// Owner of store-layer entries.
+    pub uid: u64,
+    /// Group of store-layer entries.
+    pub gid: u64,
+    /// Owner name of store-layer entries.
+    pub uname: String,
+    /// Group name of store-layer entries.
+    pub gname: String,
+    /// `architecture` of the image config.
+    pub architecture: String,
+    /// Compression of the archive written by `build`.
+    pub compressor: Compressor,
+    /// Whether the closure goes into store layers.
+    pub include_store_paths: bool,
+    /// A prebuilt last layer (`<path>/layer.tar`), from extraCommands/fakeRootCommands.
+    pub customisation_layer: Option<StorePath>,
+    /// The closure graph (`exportReferencesGraph.closure`).
+    pub closure: Vec<GraphEntry>,
+    /// `outputs.out`, when Nix gave one.
+    pub out: Option<String>,
+}
+
+impl ImageSpec {
+    /// Reads and checks every image attribute.
+    ///
+    /// # Errors
+    /// Names the first key whose value is missing, mistyped or out of range.
+    pub fn from_attrs(attrs: &Attrs, store_dir: &str) -> Result<ImageSpec> {
+        let name = match attrs.get("name") {
+            Some(v) => as_str("name", v)?.to_string(),
+            None => bail!("key `name` is missing from `{}`", attrs.source.display()),
+        };
+        if name.is_empty() {
+            bail!("key `name`: the image name is empty");
+        }
+        let out = attrs.output_path()?;
+        let tag = match attrs.get("tag") {
+            Some(v) => as_str("tag", v)?.to_string(),
+            None => match &out {
+                Some(out) => store_path::hash_part_of(store_dir, out)
+                    .context("key `tag` is null, so the tag is the hash of `outputs.out`")?,
+                None => bail!("key `tag` is null and there is no `outputs.out` to take a tag from"),
+            },
+        };
+        if tag.is_empty() {
+            bail!("key `tag`: the tag is empty");
+        }
+        let contents = match attrs.get("contents") {
+            None => Vec::new(),
+            Some(Value::String(s)) => vec![StorePath::parse(store_dir, s).context("key `contents`")?],
+            Some(Value::Array(items)) => items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    let key = format!("contents[{i}]");
+                    StorePath::parse(store_dir, as_str(&key, v)?).with_context(|| format!("key `{key}`"))
+                })
+                .collect::<Result<Vec<_>>>()?,
+            Some(v) => bail!("key `contents`: expected a list of store paths, got {v}"),
+        };
+        let config = match attrs.get("config") {
+            None => Value::Object(Map::new()),
+            Some(v @ Value::Object(_)) => v.clone(),
+            Some(v) => bail!("key `config`: expected an object (the Docker image config), got {v}"),
+        };
+        let created = Timestamp::parse("created", &attrs.string_or("created", DEFAULT_TIME)?)?;
+        let mtime = Timestamp::parse("mtime", &attrs.string_or("mtime", DEFAULT_TIME)?)?;
+        let max_layers = attrs.int_or("maxLayers", 100)?;
+        if max_layers < 2 {
+            bail!("key `maxLayers`: {max_layers} is too small; it must be at least 2 (one store layer and the customisation layer)");
+        }
+        let compressor = match attrs.string_or("compressor", "gz")?.as_str() {
+            "none" => Compressor::None,
+            "gz" => Compressor::Gz,
+            "zstd" => Compressor::Zstd,
+            other => bail!("key `compressor`: unknown compressor {other:?}; use \"none\", \"gz\" or \"zstd\""),
+        };
+        let include_store_paths = attrs.bool_or("includeStorePaths", true)?;
+        let customisation_layer = match attrs.get("customisationLayer") {
+            None => None,
+            Some(v) => Some(
+                StorePath::parse(store_dir, as_str("customisationLayer", v)?)
+                    .context("key `customisationLayer`")?,
+            ),
+        };
+        let closure = match (include_store_paths, attrs.get("closure")) {
+            (_, Some(_)) => attrs.graph("closure")?,
+            (false, None) => Vec::new(),
+            (true, None) if contents.is_empty() && customisation_layer.is_none() => Vec::new(),
+            (true, None) => attrs.graph("closure")?,
+        };
+        Ok(ImageSpec {
+            name,
+            tag,
+            contents,
+            config,
+            created,
+            mtime,
+            max_layers: usize::try_from(max_layers).unwrap_or(usize::MAX),
+            uid: attrs.int_or("uid", 0)?,
+            gid: attrs.int_or("gid", 0)?,
+            uname: attrs.string_or("uname", "root")?,
+            gname: attrs.string_or("gname", "root")?,
+            architecture: attrs.string_or("architecture", "amd64")?,
+            compressor,
+            include_store_paths,
+            customisation_layer,
+            closure,
+            out,
+        })
+    }
+
+    /// `lowercase(name):tag`, the image's RepoTags entry.
+    pub fn repo_tag(&self) -> String {
+        format!("{}:{}", self.name.to_lowercase(), self.tag)
+    }
+}
+
+/// buildLayeredImage's default for `created` and `mtime`.
+pub const DEFAULT_TIME: &str = "1970-01-01T00:00:01Z";

@@ -1,0 +1,190 @@
+//! Compression of the whole archive, in parallel and deterministic.
+//!
+//! gzip: the stream is cut into fixed 1 MiB blocks, each compressed on its own as one
+//! gzip member (RFC 1952 allows any number; gzip, pigz and Go's reader used by
+//! `docker load` read them all), written in order. The cut points do not depend on the
+//! thread count, so neither do the bytes.
+//! zstd: libzstd's multi-threaded mode, which gives the same bytes for any worker count
+//! of one or more; we always ask for at least one worker.
+
+use crate::attrs::Compressor;
+use anyhow::{Context, Result};
+use flate2::write::DeflateEncoder;
+use flate2::Compression;
+use std::collections::VecDeque;
+use std::io::{self, Write};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+/// Uncompressed bytes per gzip member.
+const GZ_BLOCK: usize = 1 << 20;
+/// Deflate level of each member.
+pub const GZ_LEVEL: u32 = 6;
+/// zstd level (the zstd command's default).
+pub const ZSTD_LEVEL: i32 = 3;
+
+/// A writer that compresses as `compressor` says; [`Compressed::finish`] returns the inner writer.
+pub enum Compressed<W: Write> {
+    /// No compression.
+    Plain(W),
+    /// Parallel gzip.
+    Gz(ParallelGzip<W>),
+    /// zstd.
+    Zstd(zstd::stream::write::Encoder<'static, W>),
+}
+
+impl<W: Write> Compressed<W> {
+    /// Wraps `inner`.
+    ///
+    /// # Errors
+    /// libzstd refuses its parameters.
+    pub fn new(inner: W, compressor: Compressor, threads: usize) -> Result<Self> {
+        Ok(match compressor {
+            Compressor::None => Compressed::Plain(inner),
+            Compressor::Gz => Compressed::Gz(ParallelGzip::new(inner, threads)),
+            Compressor::Zstd => {
+                let mut encoder = zstd::stream::write::Encoder::new(inner, ZSTD_LEVEL).context("cannot start zstd")?;
+                encoder.multithread(threads.max(1) as u32).context("cannot start zstd workers")?;
+                encoder.include_checksum(true).context("cannot configure zstd")?;
+                Compressed::Zstd(encoder)
+            }
+        })
+    }
+
+    /// Flushes everything and returns the inner writer.
+    ///
+    /// # Errors
+    /// Writing the last bytes fails.
+    pub fn finish(self) -> io::Result<W> {
+        match self {
+            Compressed::Plain(w) => Ok(w),
+            Compressed::Gz(gz) => gz.finish(),
+            Compressed::Zstd(z) => z.finish(),
+        }
+    }
+}
+
+impl<W: Write> Write for Compressed<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Compressed::Plain(w) => w.write(buf),
+            Compressed::Gz(w) => w.write(buf),
+            Compressed::Zstd(w) => w.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Compressed::Plain(w) => w.flush(),
+            Compressed::Gz(_) => Ok(()), // members are written as they complete
+            Compressed::Zstd(w) => w.flush(),
+        }
+    }
+}
+
+type Job = (Vec<u8>, Sender<io::Result<Vec<u8>>>);
+
+/// gzip with fixed-size members compressed on worker threads.
+pub struct ParallelGzip<W: Write> {
+    inner: W,
+    block: Vec<u8>,
+    jobs: Option<Sender<Job>>,
+    /// Results in stream order; at most `max_in_flight` outstanding.
+    in_flight: VecDeque<Receiver<io::Result<Vec<u8>>>>,
+    max_in_flight: usize,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl<W: Write> ParallelGzip<W> {
+    fn new(inner: W, threads: usize) -> Self {
+        let threads = threads.max(1);
+        let (jobs, queue) = channel::<Job>();
+        let queue = Arc::new(Mutex::new(queue));
+        let workers = (0..threads)
+            .map(|_| {
+                let queue = Arc::clone(&queue);
+                std::thread::spawn(move || loop {
+                    let job = match queue.lock() {
+                        Ok(q) => q.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok((block, reply)) = job else { return };
+                    let _ = reply.send(gzip_member(&block));
+                })
+            })
+            .collect();
+        ParallelGzip {
+            inner,
+            block: Vec::with_capacity(GZ_BLOCK),
+            jobs: Some(jobs),
+            in_flight: VecDeque::new(),
+            max_in_flight: threads * 2 + 1,
+            workers,
+        }
+    }
+
+    fn submit_block(&mut self) -> io::Result<()> {
+        if self.in_flight.len() >= self.max_in_flight {
+            self.write_oldest()?;
+        }
+        let block = std::mem::replace(&mut self.block, Vec::with_capacity(GZ_BLOCK));
+        let (reply, result) = channel();
+        let jobs = self.jobs.as_ref().ok_or_else(|| io::Error::other("gzip already finished"))?;
+        jobs.send((block, reply)).map_err(|_| io::Error::other("gzip workers stopped"))?;
+        self.in_flight.push_back(result);
+        Ok(())
+    }
+
+    fn write_oldest(&mut self) -> io::Result<()> {
+        if let Some(result) = self.in_flight.pop_front() {
+            let member = result.recv().map_err(|_| io::Error::other("a gzip worker stopped"))??;
+            self.inner.write_all(&member)?;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> io::Result<W> {
+        if !self.block.is_empty() || self.in_flight.is_empty() {
+            // An empty input still needs one (empty) member to be valid gzip.
+            self.submit_block()?;
+        }
+        while !self.in_flight.is_empty() {
+            self.write_oldest()?;
+        }
+        self.jobs = None;
+        for worker in self.workers.drain(..) {
+            let _ = worker.join();
+        }
+        self.inner.flush()?;
+        Ok(self.inner)
+    }
+}
+
+impl<W: Write> Write for ParallelGzip<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = buf.len().min(GZ_BLOCK - self.block.len());
+        self.block.extend_from_slice(&buf[..n]);
+        if self.block.len() == GZ_BLOCK {
+            self.submit_block()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// One complete gzip member: fixed header (no name, mtime 0, OS Unix), raw deflate,
+/// CRC-32 and length.
+fn gzip_member(data: &[u8]) -> io::Result<Vec<u8>> {
+    let mut member = Vec::with_capacity(data.len() / 2 + 64);
+    member.extend_from_slice(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3]);
+    let mut deflate = DeflateEncoder::new(member, Compression::new(GZ_LEVEL));
+    deflate.write_all(data)?;
+    let mut member = deflate.finish()?;
+    member.extend_from_slice(&crc32fast::hash(data).to_le_bytes());
+    member.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    Ok(member)
+}

@@ -1,0 +1,23 @@
+//! nix-layers: layered Docker images from Nix closures, in one pass.
+//!
+//! The data flows one way, one module per stage:
+//! [`attrs`] (`.attrs.json` → checked values) → [`graph`] (the closure as a DAG) →
+//! [`popularity`] (nixpkgs' order, exactly) → [`plan`] (which path goes in which layer) →
+//! [`scan`] (the files of each layer, sized from metadata) → [`layer`] (tar bytes) →
+//! [`archive`] (docker-archive, layers produced and hashed in parallel, written once) →
+//! [`compress`] and [`output`] (gzip/zstd, atomic file output).
+#![deny(missing_docs)]
+
+pub mod archive;
+pub mod attrs;
+pub mod compress;
+pub mod graph;
+pub mod layer;
+pub mod output;
+pub mod pipeline;
+pub mod plan;
+pub mod popularity;
+pub mod scan;
+pub mod store_path;
+pub mod tar_header;
+pub mod time;

@@ -1,0 +1,231 @@
+//! The `nix-layers` command: argument parsing and dispatch only.
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use nix_layers::archive::write_docker_archive;
+use nix_layers::attrs::{self, Attrs};
+use nix_layers::compress::Compressed;
+use nix_layers::graph::Graph;
+use nix_layers::output::{write_atomically, AtomicFile};
+use nix_layers::pipeline::plan_image;
+use nix_layers::popularity;
+use nix_layers::store_path::store_dir_from_env;
+use serde_json::Value;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Layered Docker images from Nix closures. Run by Nix as the builder of a
+/// `__structuredAttrs` derivation, or by hand with `--attrs FILE`.
+#[derive(Parser)]
+#[command(name = "nix-layers", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print a closure's paths, most popular first (byte-identical to nixpkgs'
+    /// closure-graph.py FILE KEY). Without FILE, read the attrs file's `graph` and write
+    /// to `outputs.out` (the builder of referencesByPopularity).
+    Popularity {
+        /// A JSON file holding the graph under KEY (or a bare list of path entries).
+        file: Option<PathBuf>,
+        /// The key of the graph in FILE.
+        #[arg(default_value = "graph")]
+        key: String,
+        #[command(flatten)]
+        io: InputOutput,
+    },
+    /// Write the docker-archive, compressed as `compressor` says, to the out path
+    /// (the builder of buildLayeredImage).
+    Build {
+        #[command(flatten)]
+        io: InputOutput,
+        #[command(flatten)]
+        threads: Threads,
+    },
+    /// Write the uncompressed docker-archive to stdout (`nix-layers stream | docker load`).
+    Stream {
+        /// The attrs file (same as --attrs; this is how a stream script runs itself).
+        file: Option<PathBuf>,
+        /// The attrs file.
+        #[arg(long, value_name = "FILE", conflicts_with = "file")]
+        attrs: Option<PathBuf>,
+        #[command(flatten)]
+        threads: Threads,
+    },
+    /// Write an executable that streams the image when run (the builder of
+    /// streamLayeredImage): `#!<this binary> stream` followed by the attrs.
+    StreamScript {
+        #[command(flatten)]
+        io: InputOutput,
+    },
+    /// Print the layer plan: layer number, store paths, narSize, popularity.
+    Plan {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// The attrs file.
+        #[arg(long, value_name = "FILE")]
+        attrs: Option<PathBuf>,
+    },
+}
+
+#[derive(Args)]
+struct InputOutput {
+    /// The attrs file (default: $NIX_ATTRS_JSON_FILE, $NIX_BUILD_TOP/.attrs.json, ./.attrs.json).
+    #[arg(long, value_name = "FILE")]
+    attrs: Option<PathBuf>,
+    /// Where to write (default: `outputs.out` of the attrs).
+    #[arg(long, value_name = "PATH")]
+    out: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct Threads {
+    /// Worker threads (default: $NIX_BUILD_CORES if set and > 0, else all cores).
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+}
+
+impl Threads {
+    fn count(&self) -> usize {
+        if let Some(n) = self.threads {
+            return n.max(1);
+        }
+        let from_nix = std::env::var("NIX_BUILD_CORES").ok().and_then(|v| v.parse::<usize>().ok());
+        match from_nix {
+            Some(n) if n > 0 => n,
+            _ => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("nix-layers: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let store_dir = store_dir_from_env();
+    match cli.command {
+        Command::Popularity { file, key, io } => popularity_cmd(file, &key, io),
+        Command::Build { io, threads } => build_cmd(io, threads.count(), &store_dir),
+        Command::Stream { file, attrs, threads } => stream_cmd(file.or(attrs), threads.count(), &store_dir),
+        Command::StreamScript { io } => stream_script_cmd(io, &store_dir),
+        Command::Plan { json, attrs } => plan_cmd(attrs, json, &store_dir),
+    }
+}
+
+fn read_attrs(explicit: Option<&Path>) -> Result<Attrs> {
+    Attrs::read(&attrs::locate(explicit)?)
+}
+
+/// `--out`, else `outputs.out`.
+fn out_path(explicit: Option<PathBuf>, attrs: &Attrs) -> Result<PathBuf> {
+    match explicit {
+        Some(path) => Ok(path),
+        None => match attrs.output_path()? {
+            Some(out) => Ok(PathBuf::from(out)),
+            None => bail!("no output path: pass --out PATH or set `outputs.out` in `{}`", attrs.source.display()),
+        },
+    }
+}
+
+fn popularity_cmd(file: Option<PathBuf>, key: &str, io: InputOutput) -> Result<()> {
+    let to_stdout = file.is_some() && io.out.is_none();
+    let attrs = match file.as_deref() {
+        Some(path) => read_graph_file(path, key)?,
+        None => read_attrs(io.attrs.as_deref())?,
+    };
+    let graph = Graph::new(&attrs.graph(key)?).with_context(|| format!("key `{key}`"))?;
+    let text = popularity::render(&graph, &popularity::rank(&graph));
+    if to_stdout {
+        let mut stdout = std::io::stdout().lock();
+        stdout.write_all(text.as_bytes())?;
+        return stdout.flush().context("cannot write to stdout");
+    }
+    write_atomically(&out_path(io.out, &attrs)?, text.as_bytes(), 0o444)
+}
+
+/// Reads a graph file for `popularity FILE`: an object with the graph under `key`, or,
+/// as a convenience, a bare list of path entries.
+fn read_graph_file(path: &Path, key: &str) -> Result<Attrs> {
+    let text = std::fs::read(path).with_context(|| format!("cannot read `{}`", path.display()))?;
+    if text.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        let list: Value = serde_json::from_slice(&text).with_context(|| format!("`{}` is not valid JSON", path.display()))?;
+        let mut map = serde_json::Map::new();
+        map.insert(key.to_string(), list);
+        return Ok(Attrs { map, source: path.to_path_buf() });
+    }
+    Attrs::read(path)
+}
+
+fn build_cmd(io: InputOutput, threads: usize, store_dir: &str) -> Result<()> {
+    let attrs = read_attrs(io.attrs.as_deref())?;
+    let image = plan_image(&attrs, store_dir)?;
+    let layers = image.scan_layers(store_dir)?;
+    let target = out_path(io.out, &attrs)?;
+    let mut file = AtomicFile::create(&target)?;
+    let mut out = Compressed::new(file.writer(), image.spec.compressor, threads)?;
+    write_docker_archive(&mut out, &image.spec, &layers, threads)?;
+    out.finish().context("cannot write the image")?;
+    file.commit(0o444)
+}
+
+fn stream_cmd(file: Option<PathBuf>, threads: usize, store_dir: &str) -> Result<()> {
+    let attrs = read_attrs(file.as_deref())?;
+    let image = plan_image(&attrs, store_dir)?;
+    let layers = image.scan_layers(store_dir)?;
+    let mut stdout = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+    write_docker_archive(&mut stdout, &image.spec, &layers, threads)
+}
+
+/// The longest `#!` line Linux reads (BINPRM_BUF_SIZE), newline excluded.
+const MAX_SHEBANG: usize = 255;
+
+fn stream_script_cmd(io: InputOutput, store_dir: &str) -> Result<()> {
+    let mut attrs = read_attrs(io.attrs.as_deref())?;
+    // Check everything now, so that a bad image fails at build time, not when run.
+    let image = plan_image(&attrs, store_dir)?;
+    image.scan_layers(store_dir)?;
+    // The script's own out path is gone once it is a file elsewhere: fix the tag now.
+    attrs.map.insert("tag".into(), Value::String(image.spec.tag.clone()));
+    let interpreter = match attrs.get("builder").and_then(Value::as_str) {
+        Some(builder) => builder.to_string(),
+        None => std::env::current_exe()
+            .context("cannot find this program's path for the script's #! line")?
+            .display()
+            .to_string(),
+    };
+    let shebang = format!("#!{interpreter} stream\n");
+    if shebang.len() - 1 > MAX_SHEBANG {
+        bail!("the #! line `{}` is longer than Linux accepts ({MAX_SHEBANG} bytes)", shebang.trim_end());
+    }
+    let mut script = shebang.into_bytes();
+    serde_json::to_writer(&mut script, &Value::Object(attrs.map.clone()))?;
+    script.push(b'\n');
+    write_atomically(&out_path(io.out, &attrs)?, &script, 0o555)
+}
+
+fn plan_cmd(attrs_file: Option<PathBuf>, json: bool, store_dir: &str) -> Result<()> {
+    let attrs = read_attrs(attrs_file.as_deref())?;
+    let image = plan_image(&attrs, store_dir)?;
+    let text = if json {
+        let mut text = serde_json::to_string_pretty(&image.plan.to_json(&image.graph))?;
+        text.push('\n');
+        text
+    } else {
+        image.plan.to_table(&image.graph)
+    };
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(text.as_bytes())?;
+    stdout.flush().context("cannot write to stdout")
+}

@@ -1,0 +1,79 @@
+//! The stages run in order, shared by every subcommand: each stops where it needs to.
+
+use crate::archive::ImageLayer;
+use crate::attrs::{Attrs, ImageSpec};
+use crate::graph::Graph;
+use crate::plan::{self, Customisation, LayerPlan};
+use crate::popularity;
+use crate::scan;
+use crate::store_path::StorePath;
+use crate::tar_header::Owner;
+use anyhow::{Context, Result};
+
+/// A checked spec, its closure graph and the layer plan.
+pub struct PlannedImage {
+    /// The image attributes.
+    pub spec: ImageSpec,
+    /// The closure.
+    pub graph: Graph,
+    /// Each graph node's path, checked to be a store path.
+    pub store_paths: Vec<StorePath>,
+    /// Which path goes in which layer.
+    pub plan: LayerPlan,
+}
+
+/// attrs → spec → graph → popularity → plan. Pure apart from reading nothing: no disk.
+///
+/// # Errors
+/// Any bad attribute or graph.
+pub fn plan_image(attrs: &Attrs, store_dir: &str) -> Result<PlannedImage> {
+    let spec = ImageSpec::from_attrs(attrs, store_dir)?;
+    let graph = Graph::new(&spec.closure).context("key `closure`")?;
+    // Only real store paths may enter an image: no `..`, nothing outside the store.
+    let store_paths = graph
+        .paths
+        .iter()
+        .enumerate()
+        .map(|(i, p)| StorePath::parse(store_dir, p).with_context(|| format!("key `closure[{i}].path`")))
+        .collect::<Result<Vec<_>>>()?;
+    let ranked = popularity::rank(&graph);
+    let plan = plan::plan_layers(&spec, &graph, ranked)?;
+    Ok(PlannedImage { spec, graph, store_paths, plan })
+}
+
+impl PlannedImage {
+    /// Scans every layer's files on disk (metadata only) and returns the image's layers.
+    ///
+    /// # Errors
+    /// A store path or content missing on disk, a special file, a contents conflict.
+    pub fn scan_layers(&self, store_dir: &str) -> Result<Vec<ImageLayer>> {
+        let spec = &self.spec;
+        let owner = Owner {
+            uid: spec.uid,
+            gid: spec.gid,
+            uname: spec.uname.clone(),
+            gname: spec.gname.clone(),
+            mtime: spec.mtime.unix,
+        };
+        let mut layers = Vec::with_capacity(self.plan.layer_count());
+        for store_layer in &self.plan.store_layers {
+            let paths: Vec<_> = store_layer.iter().map(|r| &self.store_paths[r.node as usize]).collect();
+            let names: Vec<&str> = paths.iter().map(|p| p.as_str()).collect();
+            layers.push(ImageLayer {
+                source: scan::store_layer(store_dir, &paths, owner.clone())?,
+                comment: format!("store paths: {}", names.join(" ")),
+            });
+        }
+        if let Some(customisation) = &self.plan.customisation {
+            let comment = match customisation {
+                Customisation::Contents(c) => {
+                    let names: Vec<&str> = c.iter().map(|p| p.as_str()).collect();
+                    format!("customisation layer: symlinks to contents {}", names.join(" "))
+                }
+                Customisation::Prebuilt(p) => format!("customisation layer: {p}/layer.tar"),
+            };
+            layers.push(ImageLayer { source: scan::customisation_layer(customisation, spec.mtime.unix)?, comment });
+        }
+        Ok(layers)
+    }
+}

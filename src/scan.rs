@@ -1,0 +1,249 @@
+//! The files of each planned layer, read from metadata only (no file contents yet).
+//!
+//! Everything that can be wrong on disk is found here, before the first output byte: a
+//! missing store path, a special file. Since every entry's size is known, so is every
+//! layer's, which is what lets layers go straight into the archive in one pass.
+//!
+//! Store-layer order: the entries of the store directory itself (`nix/`, `nix/store/`),
+//! then each store path in plan order, depth first, a directory before its contents,
+//! siblings sorted by name bytes. Symlinks are recorded, never followed.
+
+use crate::plan::Customisation;
+use crate::store_path::StorePath;
+use crate::tar_header::{self, Header, Kind, Owner};
+use anyhow::{bail, Context, Result};
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// One tar entry. Data of a [`Kind::File`] entry is read from `/` + `name` when written.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    /// Tar name: relative, directories end with `/`. For store files it is the absolute
+    /// path without its leading `/`.
+    pub name: Vec<u8>,
+    /// File, directory or symlink.
+    pub kind: Kind,
+    /// Permission bits.
+    pub mode: u32,
+    /// Data size (files only).
+    pub size: u64,
+    /// Symlink target (symlinks only).
+    pub link: Vec<u8>,
+}
+
+impl Entry {
+    /// The tar header of this entry.
+    pub fn header<'a>(&'a self, owner: &'a Owner) -> Header<'a> {
+        Header { name: &self.name, kind: self.kind, mode: self.mode, size: self.size, link: &self.link, owner }
+    }
+
+    /// Where a file entry's data is on disk.
+    pub fn source(&self) -> PathBuf {
+        let mut path = b"/".to_vec();
+        path.extend_from_slice(&self.name);
+        PathBuf::from(std::ffi::OsString::from_vec(path))
+    }
+}
+
+/// Where a layer's bytes come from.
+pub enum LayerSource {
+    /// A tar we write from these entries.
+    Entries {
+        /// Entries in archive order.
+        entries: Vec<Entry>,
+        /// Owner and mtime of every entry.
+        owner: Owner,
+    },
+    /// A finished tar copied as it is (a prebuilt customisation layer).
+    Prebuilt {
+        /// The `layer.tar` file.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+    },
+}
+
+impl LayerSource {
+    /// Exact size of the layer tar in bytes.
+    pub fn size(&self) -> u64 {
+        match self {
+            LayerSource::Entries { entries, owner } => {
+                entries.iter().map(|e| e.header(owner).entry_len()).sum::<u64>() + tar_header::END_LEN
+            }
+            LayerSource::Prebuilt { size, .. } => *size,
+        }
+    }
+
+    /// Number of files whose data the layer reads.
+    pub fn file_count(&self) -> usize {
+        match self {
+            LayerSource::Entries { entries, .. } => entries.iter().filter(|e| e.kind == Kind::File).count(),
+            LayerSource::Prebuilt { .. } => 1,
+        }
+    }
+}
+
+/// The entries of a store layer holding `paths`, in the order the module docs give.
+///
+/// # Errors
+/// A store path missing on disk, an unreadable directory, or a special file.
+pub fn store_layer(store_dir: &str, paths: &[&StorePath], owner: Owner) -> Result<LayerSource> {
+    let mut entries = Vec::new();
+    let mut prefix = Vec::new();
+    for component in store_dir.split('/').filter(|c| !c.is_empty()) {
+        prefix.extend_from_slice(component.as_bytes());
+        prefix.push(b'/');
+        entries.push(Entry { name: prefix.clone(), kind: Kind::Directory, mode: 0o755, size: 0, link: Vec::new() });
+    }
+    for path in paths {
+        let on_disk = Path::new(path.as_str());
+        let meta = fs::symlink_metadata(on_disk)
+            .with_context(|| format!("store path `{path}` is missing on disk or unreadable"))?;
+        scan_tree(on_disk, meta, &mut entries)?;
+    }
+    Ok(LayerSource::Entries { entries, owner })
+}
+
+fn scan_tree(path: &Path, meta: fs::Metadata, entries: &mut Vec<Entry>) -> Result<()> {
+    let name = path.as_os_str().as_bytes()[1..].to_vec();
+    let mode = meta.permissions().mode() & 0o7777;
+    let file_type = meta.file_type();
+    if file_type.is_symlink() {
+        let target = fs::read_link(path).with_context(|| format!("cannot read symlink `{}`", path.display()))?;
+        entries.push(Entry { name, kind: Kind::Symlink, mode: 0o777, size: 0, link: target.into_os_string().into_vec() });
+    } else if file_type.is_file() {
+        entries.push(Entry { name, kind: Kind::File, mode, size: meta.len(), link: Vec::new() });
+    } else if file_type.is_dir() {
+        let mut dir_name = name;
+        dir_name.push(b'/');
+        entries.push(Entry { name: dir_name, kind: Kind::Directory, mode, size: 0, link: Vec::new() });
+        for (child, child_meta) in sorted_children(path)? {
+            scan_tree(&child, child_meta, entries)?;
+        }
+    } else {
+        bail!("`{}` is a {}; store paths hold only files, directories and symlinks", path.display(), special_kind(&file_type));
+    }
+    Ok(())
+}
+
+fn sorted_children(dir: &Path) -> Result<Vec<(PathBuf, fs::Metadata)>> {
+    let read = |e: std::io::Error| anyhow::Error::new(e).context(format!("cannot list directory `{}`", dir.display()));
+    let mut children = Vec::new();
+    for item in fs::read_dir(dir).map_err(read)? {
+        let item = item.map_err(read)?;
+        let path = item.path();
+        let meta = fs::symlink_metadata(&path).with_context(|| format!("cannot stat `{}`", path.display()))?;
+        children.push((path, meta));
+    }
+    children.sort_by(|a, b| a.0.file_name().cmp(&b.0.file_name()));
+    Ok(children)
+}
+
+fn special_kind(file_type: &fs::FileType) -> &'static str {
+    if file_type.is_fifo() {
+        "fifo"
+    } else if file_type.is_socket() {
+        "socket"
+    } else if file_type.is_block_device() || file_type.is_char_device() {
+        "device file"
+    } else {
+        "special file"
+    }
+}
+
+/// The customisation layer: `contents` merged at `/` the way symlinkJoin merges them, or
+/// a prebuilt `layer.tar`.
+///
+/// Directories present in several contents are merged recursively; every file and
+/// symlink becomes a symlink to its path in the store. Entries are owned by root (as in
+/// nixpkgs, where `uid`/`gid` apply to store layers only).
+///
+/// # Errors
+/// A content that is not a directory, or two contents providing the same path (both named).
+pub fn customisation_layer(customisation: &Customisation, mtime: i64) -> Result<LayerSource> {
+    let contents = match customisation {
+        Customisation::Prebuilt(dir) => {
+            let path = Path::new(dir.as_str()).join("layer.tar");
+            let meta = fs::metadata(&path)
+                .with_context(|| format!("prebuilt customisation layer `{}` is missing or unreadable", path.display()))?;
+            return Ok(LayerSource::Prebuilt { path, size: meta.len() });
+        }
+        Customisation::Contents(contents) => contents,
+    };
+    let mut root = BTreeMap::new();
+    for (index, content) in contents.iter().enumerate() {
+        let top = Path::new(content.as_str());
+        let meta = fs::metadata(top).with_context(|| format!("`contents` entry `{content}` is missing on disk"))?;
+        if !meta.is_dir() {
+            bail!("`contents` entry `{content}` is not a directory; contents are merged into `/` like symlinkJoin");
+        }
+        merge_into(&mut root, top, Path::new(""), index, contents)?;
+    }
+    let mut entries = Vec::new();
+    flatten(&root, Vec::new(), &mut entries);
+    let owner = Owner { uid: 0, gid: 0, uname: "root".into(), gname: "root".into(), mtime };
+    Ok(LayerSource::Entries { entries, owner })
+}
+
+/// A node of the merged tree; `from` is the index of the content that provided it.
+enum Node {
+    Dir { children: BTreeMap<Vec<u8>, Node>, from: usize },
+    Link { target: Vec<u8>, from: usize },
+}
+
+fn merge_into(
+    tree: &mut BTreeMap<Vec<u8>, Node>,
+    content_root: &Path,
+    rel: &Path,
+    index: usize,
+    contents: &[StorePath],
+) -> Result<()> {
+    for (child, meta) in sorted_children(&content_root.join(rel))? {
+        let name = child.file_name().unwrap_or_default().as_bytes().to_vec();
+        let child_rel = rel.join(child.file_name().unwrap_or_default());
+        let conflict = |other: usize| {
+            anyhow::anyhow!(
+                "`contents` conflict: `/{}` is provided by both `{}` and `{}`",
+                child_rel.display(),
+                contents[other],
+                contents[index]
+            )
+        };
+        match tree.get_mut(&name) {
+            // `meta` is from lstat: a symlink to a directory is a link, not a directory.
+            Some(Node::Dir { children, .. }) if meta.is_dir() => {
+                merge_into(children, content_root, &child_rel, index, contents)?;
+            }
+            Some(Node::Dir { from, .. } | Node::Link { from, .. }) => return Err(conflict(*from)),
+            None if meta.is_dir() => {
+                let mut children = BTreeMap::new();
+                merge_into(&mut children, content_root, &child_rel, index, contents)?;
+                tree.insert(name, Node::Dir { children, from: index });
+            }
+            None => {
+                tree.insert(name, Node::Link { target: child.into_os_string().into_vec(), from: index });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn flatten(tree: &BTreeMap<Vec<u8>, Node>, prefix: Vec<u8>, entries: &mut Vec<Entry>) {
+    for (name, node) in tree {
+        let mut path = prefix.clone();
+        path.extend_from_slice(name);
+        match node {
+            Node::Dir { children, .. } => {
+                path.push(b'/');
+                entries.push(Entry { name: path.clone(), kind: Kind::Directory, mode: 0o755, size: 0, link: Vec::new() });
+                flatten(children, path, entries);
+            }
+            Node::Link { target, .. } => {
+                entries.push(Entry { name: path, kind: Kind::Symlink, mode: 0o777, size: 0, link: target.clone() });
+            }
+        }
+    }
+}
