@@ -7,13 +7,18 @@
 use crate::store_path::{self, StorePath};
 use crate::time::Timestamp;
 use anyhow::{anyhow, bail, Context, Result};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// A parsed attributes file and where it came from.
 pub struct Attrs {
-    /// The top-level JSON object.
+    /// The top-level JSON object, except the graphs (see `graphs`).
     pub map: Map<String, Value>,
+    /// Closure graphs (list values), kept as raw JSON and parsed typed on demand: a
+    /// 100,000-path graph as a `Value` tree would take several times its size in memory.
+    pub graphs: BTreeMap<String, Box<RawValue>>,
     /// The file it was read from (for error messages).
     pub source: PathBuf,
 }
@@ -62,15 +67,49 @@ impl Attrs {
                 .map_or(&[][..], |nl| &rest[nl + 1..]),
             None => &bytes[..],
         };
-        let value: Value = serde_json::from_slice(json)
-            .with_context(|| format!("`{}` is not valid JSON", path.display()))?;
-        match value {
-            Value::Object(map) => Ok(Attrs { map, source: path.to_path_buf() }),
-            other => bail!(
-                "`{}` must hold a JSON object, not {}",
-                path.display(),
-                type_name(&other)
-            ),
+        Attrs::parse(json, path)
+    }
+
+    /// Parses attributes from JSON text; `source` is named in errors.
+    ///
+    /// # Errors
+    /// Not JSON, or not a JSON object.
+    pub fn parse(json: &[u8], source: &Path) -> Result<Attrs> {
+        let raw: BTreeMap<String, Box<RawValue>> = serde_json::from_slice(json).with_context(|| {
+            match serde_json::from_slice::<Value>(json) {
+                Ok(other) => format!("`{}` must hold a JSON object, not {}", source.display(), type_name(&other)),
+                Err(_) => format!("`{}` is not valid JSON", source.display()),
+            }
+        })?;
+        let mut attrs = Attrs { map: Map::new(), graphs: BTreeMap::new(), source: source.to_path_buf() };
+        for (key, value) in raw {
+            if value.get().starts_with('[') {
+                attrs.graphs.insert(key, value);
+            } else {
+                let value = serde_json::from_str(value.get()).with_context(|| format!("key `{key}`"))?;
+                attrs.map.insert(key, value);
+            }
+        }
+        Ok(attrs)
+    }
+
+    /// The whole object again, as JSON text (keys sorted).
+    pub fn to_json(&self) -> Result<String> {
+        let mut all: BTreeMap<&str, Box<RawValue>> = BTreeMap::new();
+        for (key, value) in &self.map {
+            all.insert(key, serde_json::value::to_raw_value(value)?);
+        }
+        for (key, value) in &self.graphs {
+            all.insert(key, value.clone());
+        }
+        Ok(serde_json::to_string(&all)?)
+    }
+
+    /// A list value other than a graph (e.g. `contents`), parsed.
+    fn list(&self, key: &str) -> Result<Option<Value>> {
+        match self.graphs.get(key) {
+            Some(raw) => Ok(Some(serde_json::from_str(raw.get()).with_context(|| format!("key `{key}`"))?)),
+            None => Ok(None),
         }
     }
 
@@ -121,14 +160,45 @@ impl Attrs {
     /// The key is missing, is not a list, or an entry lacks `path`/`references` or has a
     /// mistyped `narSize`.
     pub fn graph(&self, key: &str) -> Result<Vec<GraphEntry>> {
-        let value = self.get(key).ok_or_else(|| {
-            anyhow!(
+        let Some(raw) = self.graphs.get(key) else {
+            if let Some(other) = self.get(key) {
+                bail!("key `{key}`: expected a list of path entries, got {}", type_name(other));
+            }
+            bail!(
                 "key `{key}` is missing from `{}` (it should hold exportReferencesGraph.{key})",
                 self.source.display()
-            )
-        })?;
-        parse_graph(key, value)
+            );
+        };
+        match serde_json::from_str::<Vec<TypedEntry>>(raw.get()) {
+            Ok(entries) => entries
+                .into_iter()
+                .enumerate()
+                .map(|(i, e)| {
+                    if let Some(hash) = &e.nar_hash {
+                        check_nar_hash(&format!("{key}[{i}]"), &e.path, hash)?;
+                    }
+                    Ok(GraphEntry { path: e.path, references: e.references, nar_size: e.nar_size.unwrap_or(0) })
+                })
+                .collect(),
+            // The fast typed parse failed: find and name the culprit the slow way.
+            Err(typed_error) => {
+                let value: Value = serde_json::from_str(raw.get())?;
+                parse_graph(key, &value)?;
+                Err(anyhow!("key `{key}`: {typed_error}"))
+            }
+        }
     }
+}
+
+/// A graph entry as Nix writes it (other keys, such as `closureSize` and `ca`, ignored).
+#[derive(serde::Deserialize)]
+struct TypedEntry {
+    path: String,
+    references: Vec<String>,
+    #[serde(rename = "narSize")]
+    nar_size: Option<u64>,
+    #[serde(rename = "narHash")]
+    nar_hash: Option<String>,
 }
 
 /// One path of an `exportReferencesGraph` closure, as Nix writes it.
@@ -174,7 +244,7 @@ fn parse_graph(key: &str, value: &Value) -> Result<Vec<GraphEntry>> {
                 })?,
             };
             if let Some(hash) = entry.get("narHash") {
-                check_nar_hash(&at, &path, hash)?;
+                check_nar_hash(&at, &path, as_str(&format!("{at}.narHash"), hash)?)?;
             }
             Ok(GraphEntry { path, references, nar_size })
         })
@@ -183,8 +253,7 @@ fn parse_graph(key: &str, value: &Value) -> Result<Vec<GraphEntry>> {
 
 /// Accepts `sha256:<52 nix-base32>`, `sha256:<64 hex>` and SRI `sha256-<base64>`; the
 /// value is not used, but a malformed one means the graph did not come from Nix.
-fn check_nar_hash(at: &str, path: &str, value: &Value) -> Result<()> {
-    let hash = as_str(&format!("{at}.narHash"), value)?;
+fn check_nar_hash(at: &str, path: &str, hash: &str) -> Result<()> {
     let ok = if let Some(digest) = hash.strip_prefix("sha256:") {
         (digest.len() == 52 && digest.bytes().all(|c| b"0123456789abcdfghijklmnpqrsvwxyz".contains(&c)))
             || (digest.len() == 64 && digest.bytes().all(|c| c.is_ascii_hexdigit()))
@@ -291,7 +360,8 @@ impl ImageSpec {
         if tag.is_empty() {
             bail!("key `tag`: the tag is empty");
         }
-        let contents = match attrs.get("contents") {
+        let contents_list = attrs.list("contents")?;
+        let contents = match contents_list.as_ref().or(attrs.get("contents")) {
             None => Vec::new(),
             Some(Value::String(s)) => vec![StorePath::parse(store_dir, s).context("key `contents`")?],
             Some(Value::Array(items)) => items

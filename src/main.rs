@@ -160,10 +160,10 @@ fn popularity_cmd(file: Option<PathBuf>, key: &str, io: InputOutput) -> Result<(
 fn read_graph_file(path: &Path, key: &str) -> Result<Attrs> {
     let text = std::fs::read(path).with_context(|| format!("cannot read `{}`", path.display()))?;
     if text.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
-        let list: Value = serde_json::from_slice(&text).with_context(|| format!("`{}` is not valid JSON", path.display()))?;
-        let mut map = serde_json::Map::new();
-        map.insert(key.to_string(), list);
-        return Ok(Attrs { map, source: path.to_path_buf() });
+        let mut wrapped = format!("{{{}:", serde_json::to_string(key)?).into_bytes();
+        wrapped.extend_from_slice(&text);
+        wrapped.push(b'}');
+        return Attrs::parse(&wrapped, path);
     }
     Attrs::read(path)
 }
@@ -210,7 +210,7 @@ fn stream_script_cmd(io: InputOutput, store_dir: &str) -> Result<()> {
         bail!("the #! line `{}` is longer than Linux accepts ({MAX_SHEBANG} bytes)", shebang.trim_end());
     }
     let mut script = shebang.into_bytes();
-    serde_json::to_writer(&mut script, &Value::Object(attrs.map.clone()))?;
+    script.extend_from_slice(attrs.to_json()?.as_bytes());
     script.push(b'\n');
     write_atomically(&out_path(io.out, &attrs)?, &script, 0o555)
 }

@@ -78,49 +78,169 @@ pub fn tie_break_key(path: &str) -> String {
 }
 
 /// The popularity count of every node.
+///
+/// The walks of different nodes are independent (they read `A` and the graph only), so
+/// they run on all cores; each node's region sum is exact, so the result does not depend
+/// on how the nodes were shared out.
 fn popularity(graph: &Graph) -> Vec<BigUint> {
     let n = graph.len();
-    let paths_from_roots = count_paths_from_roots(graph);
+    let counts = PathCounts::new(graph);
     let idom = DominatorTree::new(graph);
-    let mut popularity = vec![BigUint::default(); n];
-    // Walk state, reused across nodes: `seen[w] == stamp` marks w as visited for this node.
-    let mut seen = vec![u32::MAX; n];
-    let mut stack = Vec::new();
-    for (stamp, &u) in graph.topo_order.iter().enumerate() {
-        let stamp = stamp as u32;
-        let stop = idom.parent(u);
-        let mut sum = match stop {
-            Some(d) => popularity[d as usize].clone(),
-            None => BigUint::default(),
-        };
-        seen[u as usize] = stamp;
-        stack.push(u);
-        while let Some(w) = stack.pop() {
-            sum += &paths_from_roots[w as usize];
-            for &p in &graph.parents[w as usize] {
-                if Some(p) != stop && seen[p as usize] != stamp {
-                    seen[p as usize] = stamp;
-                    stack.push(p);
-                }
+    let parents = FlatParents::new(graph);
+    let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).min(n.max(1));
+    let mut region_sums: Vec<BigUint> = vec![BigUint::default(); n];
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let (counts, idom, parents) = (&counts, &idom, &parents);
+                scope.spawn(move || {
+                    // Nodes t, t+threads, …: costly nodes are spread evenly.
+                    let mut walk = RegionWalk::new(n);
+                    (t..n)
+                        .step_by(threads)
+                        .map(|u| (u, walk.region_sum(u as u32, idom.parent(u as u32), parents, counts)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for worker in workers {
+            // A worker only panics on a bug; re-raise it rather than hide it.
+            for (u, sum) in worker.join().unwrap_or_else(|e| std::panic::resume_unwind(e)) {
+                region_sums[u] = sum;
             }
         }
-        popularity[u as usize] = sum;
+    });
+    let mut popularity = vec![BigUint::default(); n];
+    for &u in &graph.topo_order {
+        let above = idom.parent(u).map(|d| popularity[d as usize].clone()).unwrap_or_default();
+        popularity[u as usize] = above + &region_sums[u as usize];
     }
     popularity
 }
 
-/// `A(w)`: the number of distinct paths from any root to each node.
-fn count_paths_from_roots(graph: &Graph) -> Vec<BigUint> {
-    let mut count = vec![BigUint::default(); graph.len()];
-    for &v in &graph.topo_order {
-        let parents = &graph.parents[v as usize];
-        count[v as usize] = if parents.is_empty() {
-            BigUint::from(1u8)
-        } else {
-            parents.iter().map(|&p| &count[p as usize]).sum()
-        };
+/// `A(w)`: the number of distinct paths from any root to each node. Kept as `u128` while
+/// it fits (nearly always), as a big integer beyond.
+struct PathCounts {
+    small: Vec<u128>,
+    /// Nodes whose count exceeds `u128`; `small` holds `BIG` for them.
+    big: std::collections::HashMap<u32, BigUint>,
+}
+
+const BIG: u128 = u128::MAX;
+
+impl PathCounts {
+    fn new(graph: &Graph) -> PathCounts {
+        let mut counts = PathCounts { small: vec![0; graph.len()], big: Default::default() };
+        for &v in &graph.topo_order {
+            let parents = &graph.parents[v as usize];
+            let mut sum = Sum::default();
+            if parents.is_empty() {
+                sum.add_small(1);
+            }
+            for &p in parents {
+                counts.add_to(&mut sum, p);
+            }
+            match sum.small_value() {
+                Some(small) if small != BIG => counts.small[v as usize] = small,
+                _ => {
+                    counts.small[v as usize] = BIG;
+                    counts.big.insert(v, sum.into_big());
+                }
+            }
+        }
+        counts
     }
-    count
+
+    fn add_to(&self, sum: &mut Sum, w: u32) {
+        match self.small[w as usize] {
+            BIG => sum.big += &self.big[&w],
+            small => sum.add_small(small),
+        }
+    }
+}
+
+/// An exact running sum: a `u128` that spills into a big integer on overflow.
+#[derive(Default)]
+struct Sum {
+    small: u128,
+    big: BigUint,
+}
+
+impl Sum {
+    fn add_small(&mut self, x: u128) {
+        match self.small.checked_add(x) {
+            Some(s) => self.small = s,
+            None => {
+                self.big += self.small;
+                self.small = x;
+            }
+        }
+    }
+
+    fn small_value(&self) -> Option<u128> {
+        (self.big.bits() == 0).then_some(self.small)
+    }
+
+    fn into_big(self) -> BigUint {
+        self.big + self.small
+    }
+}
+
+/// Parents in one flat array (`parents[start[v]..start[v+1]]`): the walks below touch
+/// them millions of times, and one allocation keeps them together in cache.
+struct FlatParents {
+    start: Vec<u32>,
+    parents: Vec<u32>,
+}
+
+impl FlatParents {
+    fn new(graph: &Graph) -> FlatParents {
+        let mut start = Vec::with_capacity(graph.len() + 1);
+        let mut parents = Vec::new();
+        for p in &graph.parents {
+            start.push(parents.len() as u32);
+            parents.extend_from_slice(p);
+        }
+        start.push(parents.len() as u32);
+        FlatParents { start, parents }
+    }
+
+    fn of(&self, v: u32) -> &[u32] {
+        &self.parents[self.start[v as usize] as usize..self.start[v as usize + 1] as usize]
+    }
+}
+
+/// Walk state reused across nodes: `seen[w] == stamp` marks w as visited in this walk.
+struct RegionWalk {
+    seen: Vec<u32>,
+    stamp: u32,
+    stack: Vec<u32>,
+}
+
+impl RegionWalk {
+    fn new(n: usize) -> RegionWalk {
+        RegionWalk { seen: vec![0; n], stamp: 0, stack: Vec::new() }
+    }
+
+    /// Σ A(w) over the nodes that reach `u` without passing `stop` (its immediate
+    /// dominator): the ancestors of `u` that `stop` does not already account for.
+    fn region_sum(&mut self, u: u32, stop: Option<u32>, parents: &FlatParents, counts: &PathCounts) -> BigUint {
+        self.stamp += 1;
+        let stamp = self.stamp;
+        let mut sum = Sum::default();
+        self.seen[u as usize] = stamp;
+        self.stack.push(u);
+        while let Some(w) = self.stack.pop() {
+            counts.add_to(&mut sum, w);
+            for &p in parents.of(w) {
+                if Some(p) != stop && self.seen[p as usize] != stamp {
+                    self.seen[p as usize] = stamp;
+                    self.stack.push(p);
+                }
+            }
+        }
+        sum.into_big()
+    }
 }
 
 /// Immediate dominators from a virtual node above all roots, with binary lifting so that
