@@ -14,11 +14,11 @@ use std::path::{Path, PathBuf};
 
 /// A parsed attributes file and where it came from.
 pub struct Attrs {
-    /// The top-level JSON object, except the graphs (see `graphs`).
+    /// The top-level JSON object, except its lists (see `lists`).
     pub map: Map<String, Value>,
-    /// Closure graphs (list values), kept as raw JSON and parsed typed on demand: a
-    /// 100,000-path graph as a `Value` tree would take several times its size in memory.
-    pub graphs: BTreeMap<String, Box<RawValue>>,
+    /// Top-level list values (closure graphs, `contents`), kept as raw JSON and parsed on
+    /// demand: a 100,000-path graph as a `Value` tree takes several times its size.
+    pub lists: BTreeMap<String, Box<RawValue>>,
     /// The file it was read from (for error messages).
     pub source: PathBuf,
 }
@@ -81,10 +81,10 @@ impl Attrs {
                 Err(_) => format!("`{}` is not valid JSON", source.display()),
             }
         })?;
-        let mut attrs = Attrs { map: Map::new(), graphs: BTreeMap::new(), source: source.to_path_buf() };
+        let mut attrs = Attrs { map: Map::new(), lists: BTreeMap::new(), source: source.to_path_buf() };
         for (key, value) in raw {
             if value.get().starts_with('[') {
-                attrs.graphs.insert(key, value);
+                attrs.lists.insert(key, value);
             } else {
                 let value = serde_json::from_str(value.get()).with_context(|| format!("key `{key}`"))?;
                 attrs.map.insert(key, value);
@@ -99,15 +99,15 @@ impl Attrs {
         for (key, value) in &self.map {
             all.insert(key, serde_json::value::to_raw_value(value)?);
         }
-        for (key, value) in &self.graphs {
+        for (key, value) in &self.lists {
             all.insert(key, value.clone());
         }
         Ok(serde_json::to_string(&all)?)
     }
 
-    /// A list value other than a graph (e.g. `contents`), parsed.
+    /// A top-level list value (e.g. `contents`), parsed.
     fn list(&self, key: &str) -> Result<Option<Value>> {
-        match self.graphs.get(key) {
+        match self.lists.get(key) {
             Some(raw) => Ok(Some(serde_json::from_str(raw.get()).with_context(|| format!("key `{key}`"))?)),
             None => Ok(None),
         }
@@ -160,7 +160,7 @@ impl Attrs {
     /// The key is missing, is not a list, or an entry lacks `path`/`references` or has a
     /// mistyped `narSize`.
     pub fn graph(&self, key: &str) -> Result<Vec<GraphEntry>> {
-        let Some(raw) = self.graphs.get(key) else {
+        let Some(raw) = self.lists.get(key) else {
             if let Some(other) = self.get(key) {
                 bail!("key `{key}`: expected a list of path entries, got {}", type_name(other));
             }

@@ -7,6 +7,7 @@
 //! [`archive`] (docker-archive, layers produced and hashed in parallel, written once) →
 //! [`compress`] and [`output`] (gzip/zstd, atomic file output).
 #![deny(missing_docs)]
+#![warn(clippy::unwrap_used)]
 
 pub mod archive;
 pub mod attrs;

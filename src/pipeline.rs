@@ -22,7 +22,7 @@ pub struct PlannedImage {
     pub plan: LayerPlan,
 }
 
-/// attrs → spec → graph → popularity → plan. Pure apart from reading nothing: no disk.
+/// attrs → spec → graph → popularity → plan. Reads nothing from disk.
 ///
 /// # Errors
 /// Any bad attribute or graph.
