@@ -1,0 +1,4 @@
+# Non-flake entry point: nix-build -A examples.layered-image
+#   -> { nix-layers, buildLayeredImage, streamLayeredImage, referencesByPopularity, examples }
+{ pkgs ? import <nixpkgs> { } }:
+import ./nix { inherit pkgs; }

@@ -1,0 +1,41 @@
+# buildLayeredImage :: set -> drv
+#
+# A layered Docker image as a (compressed) docker-archive in the store: the drop-in for
+# nixpkgs' dockerTools.buildLayeredImage, built in one step by `nix-layers build`.
+# Arguments and defaults are nixpkgs'; there is no `...`, so a misspelt or unsupported
+# argument is an evaluation error that names it. See docs/nix.md.
+{ internalImage, streamLayeredImage, defaultArchitecture }:
+
+{ name
+, tag ? null
+, contents ? [ ]
+, config ? { }
+, created ? "1970-01-01T00:00:01Z"
+, mtime ? "1970-01-01T00:00:01Z"
+, maxLayers ? 100
+, uid ? 0
+, gid ? 0
+, uname ? "root"
+, gname ? "root"
+, architecture ? defaultArchitecture
+, compressor ? "gz"
+, includeStorePaths ? true
+, extraCommands ? ""
+, fakeRootCommands ? ""
+, passthru ? { }
+, meta ? { }
+}@args:
+
+let
+  extensions = { none = ""; gz = ".gz"; zstd = ".zst"; };
+  ext = extensions.${compressor} or (throw
+    "buildLayeredImage: unknown compressor \"${toString compressor}\" (use one of: none, gz, zstd)");
+in
+internalImage {
+  command = "build";
+  drvName = "${baseNameOf name}.tar${ext}";
+  inherit compressor name tag contents config created mtime maxLayers uid gid uname gname
+    architecture includeStorePaths extraCommands fakeRootCommands meta;
+  # nixpkgs exposes the stream variant of the same image as passthru.stream.
+  passthru = passthru // { stream = streamLayeredImage (builtins.removeAttrs args [ "compressor" ]); };
+}

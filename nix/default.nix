@@ -1,0 +1,24 @@
+# The nix-layers Nix API: one line per public function (this list *is* the API).
+#
+#   import ./nix { inherit pkgs; }
+#   -> { nix-layers, buildLayeredImage, streamLayeredImage, referencesByPopularity, examples }
+#
+# `nix-layers` is the package for pkgs' host platform. The image functions run the binary
+# built for the build platform (pkgs.buildPackages), or the one passed as `nix-layers`
+# (the overlay passes final.buildPackages.nix-layers, so overriding the package works).
+{ pkgs, nix-layers ? null }:
+let
+  inherit (pkgs) lib;
+  package = p: import ./package.nix { inherit (p) lib rustPlatform; };
+  builder = if nix-layers != null then nix-layers else package pkgs.buildPackages;
+  system = pkgs.stdenv.buildPlatform.system;
+  defaultArchitecture = import ./internal-goarch.nix pkgs.stdenv.hostPlatform;
+  internalImage = import ./internal-image.nix { inherit lib pkgs system; nix-layers = builder; };
+in
+rec {
+  nix-layers = package pkgs;
+  streamLayeredImage = import ./streamLayeredImage.nix { inherit internalImage defaultArchitecture; };
+  buildLayeredImage = import ./buildLayeredImage.nix { inherit internalImage streamLayeredImage defaultArchitecture; };
+  referencesByPopularity = import ./referencesByPopularity.nix { inherit system; nix-layers = builder; };
+  examples = import ./examples.nix { inherit pkgs buildLayeredImage streamLayeredImage; };
+}

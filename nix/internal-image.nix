@@ -1,0 +1,131 @@
+# Shared body of buildLayeredImage and streamLayeredImage (private).
+#
+# The image derivation has `nix-layers` as its builder and nothing else: its structured
+# attrs are the image attrs of docs/contract.md, and `exportReferencesGraph.closure` gives
+# the binary the closure of `contents`, of every store path `config` mentions and, when
+# there is one, of the customisation layer. Only extraCommands/fakeRootCommands need a
+# shell, and then only in a separate derivation that makes the customisation layer.
+{ lib, pkgs, system, nix-layers }:
+
+{ command       # "build" or "stream-script": the nix-layers subcommand
+, drvName       # the derivation's (file) name
+, compressor    # build only; null for the stream script
+, name, tag, contents, config, created, mtime, maxLayers, uid, gid, uname, gname
+, architecture, includeStorePaths, extraCommands, fakeRootCommands, passthru, meta
+}:
+
+assert lib.assertMsg (maxLayers > 1)
+  "nix-layers: maxLayers must be greater than 1 (the customisation layer is one of them), got maxLayers = ${toString maxLayers}";
+
+let
+  contentsList = if builtins.isList contents then contents else [ contents ];
+  contentsPaths = map (c: "${c}") contentsList;
+  imageName = lib.toLower name;
+
+  # --- store paths a value refers to ----------------------------------------------
+  # Every store path written in `s` whose string context says it is a real dependency
+  # (a path literal, or an output of a derivation in the context). A store path written
+  # as plain text without context is skipped, as nixpkgs' reference scan would.
+  storeDir = builtins.storeDir;
+  storePathRegex = "(${storeDir}/[0-9a-df-np-sv-z]{32}-[-+._?=0-9a-zA-Z]+)";
+  nameOf = p: let b = baseNameOf p; in builtins.substring 33 (builtins.stringLength b) b;
+  storePathsIn = s:
+    let
+      context = builtins.getContext s;
+      exact = builtins.filter (k: context.${k}.path or false || context.${k}.allOutputs or false)
+        (builtins.attrNames context);
+      outputNames = builtins.concatMap
+        (drv:
+          let stem = builtins.substring 0 (builtins.stringLength (nameOf drv) - 4) (nameOf drv);
+          in map (o: if o == "out" then stem else "${stem}-${o}") (context.${drv}.outputs or [ ]))
+        (builtins.attrNames context);
+      known = builtins.listToAttrs (map (n: { name = n; value = true; }) (exact ++ map (n: "name:${n}") outputNames));
+      found = builtins.concatMap (x: if builtins.isList x then x else [ ])
+        (builtins.split storePathRegex (builtins.unsafeDiscardStringContext s));
+      wanted = builtins.filter (p: known ? ${p} || known ? "name:${nameOf p}") found;
+    in
+    builtins.attrNames (builtins.listToAttrs (map (p: { name = p; value = true; }) wanted));
+
+  # --- customisation layer (only for extraCommands / fakeRootCommands) --------------
+  # contents merged like symlinkJoin (directories merged, everything else a symlink into
+  # the store; the same file from two contents is an error, as in the binary), then
+  # extraCommands, then fakeRootCommands and tar under fakeroot, as nixpkgs does.
+  # Portable between stdenv (bash, GNU tar/coreutils) and busybox: no GNU-only flags.
+  mtimeForTouch =
+    if mtime == "now" then ""
+    else builtins.replaceStrings [ "T" "Z" "+00:00" ] [ " " "" "" ] mtime;
+  customisationLayer =
+    if extraCommands == "" && fakeRootCommands == "" then null
+    else pkgs.runCommand "${baseNameOf name}-customisation-layer"
+      {
+        nativeBuildInputs = [ pkgs.fakeroot ];
+        inherit extraCommands fakeRootCommands;
+        contents = contentsPaths;
+        mtimeForTouch = mtimeForTouch;
+      } ''
+      root=$PWD/root
+      mkdir "$root"
+      for p in $contents; do
+        if [ ! -d "$p" ]; then echo "contents entry $p is not a directory" >&2; exit 1; fi
+        (cd "$p" && find . -mindepth 1 -type d) | while IFS= read -r d; do
+          mkdir -p "$root/''${d#./}"
+        done
+        (cd "$p" && find . -mindepth 1 ! -type d) | while IFS= read -r f; do
+          f=''${f#./}
+          if [ -e "$root/$f" ] || [ -L "$root/$f" ]; then
+            echo "contents conflict: /$f is in both $(readlink "$root/$f") and $p/$f" >&2
+            exit 1
+          fi
+          ln -s "$p/$f" "$root/$f"
+        done
+      done
+      (cd "$root" && eval "$extraCommands")
+      mkdir -p "$out"
+      fakeroot -- ${pkgs.runtimeShell} -c '
+        set -eu
+        cd "$1"
+        eval "$fakeRootCommands"
+        if [ -n "$mtimeForTouch" ]; then
+          find . -exec env TZ=UTC touch -h -d "$mtimeForTouch" {} +
+        fi
+        find . -mindepth 1 | LC_ALL=C sort > ../layer-files
+        set -- .
+        while IFS= read -r f; do set -- "$@" "$f"; done < ../layer-files
+        tar --numeric-owner --no-recursion -cf "$out/layer.tar" "$@"
+      ' customisation-layer "$root"
+    '';
+
+  closureRoots =
+    if !includeStorePaths then [ ]
+    else storePathsIn (builtins.toJSON [ contentsPaths config ])
+      ++ (if customisationLayer == null then [ ] else [ "${customisationLayer}" ]);
+
+  # With structured attrs an empty exportReferencesGraph entry produces no key at all,
+  # and the binary wants `closure` whenever includeStorePaths is true: give it [] then.
+  closureAttrs =
+    if closureRoots == [ ] then { closure = [ ]; }
+    else { exportReferencesGraph.closure = closureRoots; };
+
+  drv = derivation ({
+    name = drvName;
+    inherit system;
+    builder = "${nix-layers}/bin/nix-layers";
+    args = [ command ];
+    __structuredAttrs = true;
+
+    # image attrs (docs/contract.md). `name` is taken by the derivation (the file name),
+    # so the image name travels as `imageName`.
+    inherit imageName tag config created mtime maxLayers uid gid uname gname architecture
+      includeStorePaths;
+    contents = contentsPaths;
+    customisationLayer = if customisationLayer == null then null else "${customisationLayer}";
+  } // (if compressor == null then { } else { inherit compressor; }) // closureAttrs);
+
+  imageTag =
+    if tag != null then tag
+    else builtins.substring (builtins.stringLength storeDir + 1) 32
+      (builtins.unsafeDiscardStringContext drv.outPath);
+
+  allPassthru = passthru // { inherit imageTag imageName; };
+in
+drv // allPassthru // { passthru = allPassthru; inherit meta; }

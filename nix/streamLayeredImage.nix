@@ -1,0 +1,35 @@
+# streamLayeredImage :: set -> drv
+#
+# An executable that writes the image, an uncompressed docker-archive, to stdout
+# (`./result | docker load`); the image itself never enters the store. The output is a
+# `#!<nix-layers> stream` script whose body is the image attrs (closure included), made by
+# `nix-layers stream-script`. Same arguments as buildLayeredImage minus `compressor`.
+{ internalImage, defaultArchitecture }:
+
+{ name
+, tag ? null
+, contents ? [ ]
+, config ? { }
+, created ? "1970-01-01T00:00:01Z"
+, mtime ? "1970-01-01T00:00:01Z"
+, maxLayers ? 100
+, uid ? 0
+, gid ? 0
+, uname ? "root"
+, gname ? "root"
+, architecture ? defaultArchitecture
+, includeStorePaths ? true
+, extraCommands ? ""
+, fakeRootCommands ? ""
+, passthru ? { }
+, meta ? { }
+}:
+
+internalImage {
+  command = "stream-script";
+  drvName = "stream-${baseNameOf name}";
+  compressor = null;
+  inherit name tag contents config created mtime maxLayers uid gid uname gname
+    architecture includeStorePaths extraCommands fakeRootCommands meta;
+  passthru = passthru // { isExe = true; };
+}
