@@ -1,0 +1,388 @@
+//! `nix-layers build` (compressor none), read back with the `tar` crate.
+
+use crate::fixture::{
+    dir, file, hard_link, read_docker_archive, read_tar, sha256_hex, symlink_to, DockerArchive, Fixture, TarEntry,
+};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+/// A single path component of 120 bytes (over ustar's 100-byte name field on its own).
+const LONG_COMPONENT: &str = "share/xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
+/// A file deep in a tree; with the store prefix its tar name is far over 100 bytes.
+const DEEP_FILE: &str = "share/doc/hello/a/deeply/nested/tree/with-a-file-name-long-enough-to-need-pax.txt";
+const MTIME: &str = "2001-02-03T04:05:06Z";
+const MTIME_UNIX: u64 = 981_173_106;
+const CREATED: &str = "2024-01-02T03:04:05Z";
+
+/// The sample closure, drawn:
+///
+/// ```text
+/// hello ──> libc <── tools        contents = [hello, tools]
+/// ```
+/// libc is the most popular (4), then hello and tools (1 each, by name).
+pub struct Sample {
+    pub fixture: Fixture,
+    pub libc: String,
+    pub hello: String,
+    pub tools: String,
+}
+
+pub fn sample() -> Sample {
+    let mut fixture = Fixture::new();
+    let libc = fixture.add_path(
+        "libc",
+        &[
+            file("lib/libc.so", b"\x7fELF pretend libc\n", 0o444),
+            symlink_to("lib/libc.so.6", "libc.so"),
+            file("share/empty-file", b"", 0o444),
+            dir("share/empty-dir", 0o555),
+        ],
+        &[],
+    );
+    let long_target = format!("{}end", "t/".repeat(60));
+    let hello = fixture.add_path(
+        "hello",
+        &[
+            file("bin/hello", b"#!/bin/sh\necho hello\n", 0o555),
+            hard_link("bin/hi", "bin/hello"),
+            symlink_to("bin/dangling", "/nonexistent/dangling/target"),
+            symlink_to("lib/libc", libc.clone()),
+            symlink_to("share/long-target", long_target),
+            file(DEEP_FILE, b"deep\n", 0o444),
+            file(LONG_COMPONENT, b"long\n", 0o444),
+            file("share/block", &[7u8; 512], 0o644),
+        ],
+        &[&libc],
+    );
+    let tools = fixture.add_path(
+        "tools",
+        &[file("bin/tool", b"#!/bin/sh\necho tool\n", 0o555), file("share/tools/readme", b"read me\n", 0o444)],
+        &[&libc],
+    );
+    Sample { fixture, libc, hello, tools }
+}
+
+impl Sample {
+    /// Image attrs with every option set to a value other than its default.
+    pub fn attrs(&self) -> Value {
+        let mut attrs = self.fixture.attrs();
+        let extra = json!({
+            "name": "Test-Image",
+            "tag": "v1",
+            "contents": [self.hello, self.tools],
+            "config": { "Cmd": ["/bin/hello"], "Env": ["PATH=/bin", "LANG=C.UTF-8"], "WorkingDir": "/", "ExposedPorts": { "80/tcp": {} } },
+            "created": CREATED,
+            "mtime": MTIME,
+            "uid": 1000,
+            "gid": 100,
+            "uname": "alice",
+            "gname": "users",
+            "architecture": "arm64",
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            attrs[k] = v.clone();
+        }
+        attrs
+    }
+}
+
+/// The entries a store layer holding `paths` should have, from the disk: the store dir's
+/// components, then each path depth first, sorted by name. (name, kind, mode, link, data)
+fn expected_store_layer(store: &str, paths: &[&str]) -> Vec<(String, tar::EntryType, u32, Option<String>, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut prefix = String::new();
+    for component in store.split('/').filter(|c| !c.is_empty()) {
+        prefix.push_str(component);
+        prefix.push('/');
+        out.push((prefix.clone(), tar::EntryType::Directory, 0o755, None, Vec::new()));
+    }
+    fn walk(path: &Path, out: &mut Vec<(String, tar::EntryType, u32, Option<String>, Vec<u8>)>) {
+        let meta = fs::symlink_metadata(path).unwrap();
+        let name = path.to_str().unwrap()[1..].to_string();
+        let mode = meta.permissions().mode() & 0o7777;
+        if meta.file_type().is_symlink() {
+            let target = fs::read_link(path).unwrap().to_str().unwrap().to_string();
+            out.push((name, tar::EntryType::Symlink, mode, Some(target), Vec::new()));
+        } else if meta.is_dir() {
+            out.push((name + "/", tar::EntryType::Directory, mode, None, Vec::new()));
+            let mut children: Vec<_> = fs::read_dir(path).unwrap().map(|e| e.unwrap().path()).collect();
+            children.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
+            for child in children {
+                walk(&child, out);
+            }
+        } else {
+            out.push((name, tar::EntryType::Regular, mode, None, fs::read(path).unwrap()));
+        }
+    }
+    for path in paths {
+        walk(Path::new(path), &mut out);
+    }
+    out
+}
+
+fn summary(entries: &[TarEntry]) -> Vec<(String, tar::EntryType, u32, Option<String>, Vec<u8>)> {
+    entries.iter().map(|e| (e.name.clone(), e.kind, e.mode, e.link.clone(), e.data.clone())).collect()
+}
+
+fn build_sample(sample: &Sample, attrs: &Value) -> DockerArchive {
+    read_docker_archive(&sample.fixture.build(attrs))
+}
+
+#[test]
+fn manifest_names_the_config_the_tag_and_every_layer() {
+    let sample = sample();
+    let image = build_sample(&sample, &sample.attrs());
+    let manifest = image.manifest.as_array().unwrap();
+    assert_eq!(manifest.len(), 1);
+    assert_eq!(manifest[0]["RepoTags"], json!(["test-image:v1"]), "name lowercased, tag as given");
+    assert_eq!(image.config_name, format!("{}.json", sha256_hex(&image.files[&image.config_name])));
+    let layers: Vec<&str> = manifest[0]["Layers"].as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect();
+    assert_eq!(layers.len(), 4, "libc, hello, tools, customisation: {layers:?}");
+    // Nothing else in the archive: no plan, no helper file.
+    let mut expected: Vec<&str> = layers.clone();
+    expected.push(&image.config_name);
+    expected.push("manifest.json");
+    expected.sort();
+    let names: Vec<&str> = image.files.keys().map(String::as_str).collect();
+    assert_eq!(names, expected);
+}
+
+#[test]
+fn config_has_the_given_fields_diff_ids_and_one_history_entry_per_layer() {
+    let sample = sample();
+    let attrs = sample.attrs();
+    let image = build_sample(&sample, &attrs);
+    let config = &image.config;
+    assert_eq!(config["architecture"], "arm64");
+    assert_eq!(config["os"], "linux");
+    assert_eq!(config["created"], CREATED);
+    assert_eq!(config["config"], attrs["config"], "the Docker config object, as given");
+    assert_eq!(config["rootfs"]["type"], "layers");
+    let diff_ids: Vec<String> = image.layers.iter().map(|l| format!("sha256:{}", sha256_hex(l))).collect();
+    assert_eq!(config["rootfs"]["diff_ids"], json!(diff_ids));
+    let history = config["history"].as_array().unwrap();
+    assert_eq!(history.len(), image.layers.len());
+    let all = [&sample.libc, &sample.hello, &sample.tools];
+    for (entry, holds) in history.iter().zip([&sample.libc, &sample.hello, &sample.tools]) {
+        let comment = entry["comment"].as_str().unwrap();
+        assert_eq!(entry["created"], CREATED);
+        for path in all {
+            assert_eq!(comment.contains(path.as_str()), path == holds, "comment `{comment}` vs {path}");
+        }
+    }
+    let last = history[3]["comment"].as_str().unwrap();
+    assert!(last.contains(&sample.hello) && last.contains(&sample.tools), "{last}");
+}
+
+#[test]
+fn store_layers_hold_each_path_tree_in_order_as_on_disk() {
+    let sample = sample();
+    let image = build_sample(&sample, &sample.attrs());
+    let store = sample.fixture.store();
+    for (layer, path) in image.layers.iter().zip([&sample.libc, &sample.hello, &sample.tools]) {
+        let entries = read_tar(layer);
+        assert_eq!(summary(&entries), expected_store_layer(&store, &[path]), "layer of {path}");
+        for e in &entries {
+            assert_eq!((e.uid, e.gid, e.uname.as_str(), e.gname.as_str()), (1000, 100, "alice", "users"), "{}", e.name);
+            assert_eq!(e.mtime, MTIME_UNIX, "{}", e.name);
+        }
+    }
+}
+
+#[test]
+fn store_layer_tar_conventions() {
+    let sample = sample();
+    let image = build_sample(&sample, &sample.attrs());
+    let hello = read_tar(&image.layers[1]);
+    let by_name: BTreeMap<&str, &TarEntry> = hello.iter().map(|e| (e.name.as_str(), e)).collect();
+    let h = &sample.hello[1..];
+    // The store directory's components come first, as 0755 directories.
+    let components = sample.fixture.store().split('/').filter(|c| !c.is_empty()).count();
+    assert!(hello[..components].iter().all(|e| e.kind == tar::EntryType::Directory && e.mode == 0o755));
+    assert_eq!(hello[components].name, format!("{h}/"));
+    assert_eq!(hello[components].mode, 0o555, "store directories keep their mode");
+    // Hard links are regular files with their full data.
+    for name in ["bin/hello", "bin/hi"] {
+        let e = by_name[format!("{h}/{name}").as_str()];
+        assert_eq!(e.kind, tar::EntryType::Regular, "{name}");
+        assert_eq!(e.mode, 0o555, "{name}");
+        assert_eq!(e.data, b"#!/bin/sh\necho hello\n", "{name}");
+    }
+    // Symlinks are kept, never followed: absolute, dangling and long targets alike.
+    let link = |name: &str| by_name[format!("{h}/{name}").as_str()];
+    assert_eq!(link("lib/libc").kind, tar::EntryType::Symlink);
+    assert_eq!(link("lib/libc").link.as_deref(), Some(sample.libc.as_str()));
+    assert_eq!(link("bin/dangling").link.as_deref(), Some("/nonexistent/dangling/target"));
+    let long_target = link("share/long-target").link.clone().unwrap();
+    assert!(long_target.len() > 100 && long_target.ends_with("t/end"), "{long_target}");
+    // Long names read back whole.
+    assert_eq!(link(DEEP_FILE).data, b"deep\n");
+    assert!(link(DEEP_FILE).name.len() > 100);
+    assert_eq!(link(LONG_COMPONENT).data, b"long\n");
+    assert_eq!(link("share/block").mode, 0o644);
+    // The libc layer: empty file, empty directory, relative symlink.
+    let libc = read_tar(&image.layers[0]);
+    let l = &sample.libc[1..];
+    let by_name: BTreeMap<&str, &TarEntry> = libc.iter().map(|e| (e.name.as_str(), e)).collect();
+    let empty = by_name[format!("{l}/share/empty-file").as_str()];
+    assert_eq!((empty.kind, empty.data.len(), empty.mode), (tar::EntryType::Regular, 0, 0o444));
+    let empty_dir = by_name[format!("{l}/share/empty-dir/").as_str()];
+    assert_eq!((empty_dir.kind, empty_dir.mode), (tar::EntryType::Directory, 0o555));
+    assert_eq!(by_name[format!("{l}/lib/libc.so.6").as_str()].link.as_deref(), Some("libc.so"));
+}
+
+#[test]
+fn fewer_layers_put_the_less_popular_paths_together_in_plan_order() {
+    let sample = sample();
+    let mut attrs = sample.attrs();
+    attrs["maxLayers"] = json!(3);
+    let image = build_sample(&sample, &attrs);
+    assert_eq!(image.layers.len(), 3);
+    let store = sample.fixture.store();
+    assert_eq!(summary(&read_tar(&image.layers[0])), expected_store_layer(&store, &[&sample.libc]));
+    assert_eq!(summary(&read_tar(&image.layers[1])), expected_store_layer(&store, &[&sample.hello, &sample.tools]));
+    let comment = image.config["history"][1]["comment"].as_str().unwrap();
+    assert!(comment.contains(&sample.hello) && comment.contains(&sample.tools) && !comment.contains(&sample.libc));
+}
+
+/// What merging `contents` symlinkJoin-style gives, from the disk: directories recreated,
+/// everything else a symlink to its store path.
+fn expected_customisation(contents: &[&str]) -> BTreeMap<String, Option<String>> {
+    fn walk(root: &Path, rel: &str, out: &mut BTreeMap<String, Option<String>>) {
+        for child in fs::read_dir(root.join(rel)).unwrap() {
+            let child = child.unwrap();
+            let name = format!("{rel}{}", child.file_name().to_str().unwrap());
+            if child.file_type().unwrap().is_dir() {
+                out.insert(format!("{name}/"), None);
+                walk(root, &format!("{name}/"), out);
+            } else {
+                out.insert(name, Some(child.path().to_str().unwrap().to_string()));
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    for content in contents {
+        walk(Path::new(content), "", &mut out);
+    }
+    out
+}
+
+#[test]
+fn customisation_layer_merges_contents_into_symlinks() {
+    let sample = sample();
+    let image = build_sample(&sample, &sample.attrs());
+    let entries = read_tar(&image.layers[3]);
+    let mut seen = BTreeMap::new();
+    for e in &entries {
+        assert!(seen.insert(e.name.clone(), e.link.clone()).is_none(), "`{}` is in the layer twice", e.name);
+        match e.kind {
+            tar::EntryType::Directory => assert_eq!(e.mode, 0o755, "{}", e.name),
+            tar::EntryType::Symlink => {}
+            other => panic!("`{}` is a {other:?}; the customisation layer holds only dirs and symlinks", e.name),
+        }
+        assert_eq!((e.uid, e.gid), (0, 0), "{}", e.name);
+        assert_eq!(e.mtime, MTIME_UNIX, "{}", e.name);
+    }
+    assert_eq!(seen, expected_customisation(&[&sample.hello, &sample.tools]));
+    // Spelled out for the shared `bin/`: one directory, links from both contents.
+    assert_eq!(seen["bin/"], None);
+    assert_eq!(seen["bin/hello"], Some(format!("{}/bin/hello", sample.hello)));
+    assert_eq!(seen["bin/tool"], Some(format!("{}/bin/tool", sample.tools)));
+    // Directories come before what they hold.
+    let position = |n: &str| entries.iter().position(|e| e.name == n).unwrap();
+    assert!(position("bin/") < position("bin/hello") && position("bin/") < position("bin/tool"));
+}
+
+#[test]
+fn a_null_tag_is_the_hash_part_of_the_output_path() {
+    let sample = sample();
+    let mut attrs = sample.attrs();
+    let out = sample.fixture.store_path("test-image.tar");
+    attrs["tag"] = Value::Null;
+    attrs["outputs"]["out"] = json!(out);
+    let image = build_sample(&sample, &attrs);
+    let hash = crate::fixture::hash_for("test-image.tar");
+    assert_eq!(image.manifest[0]["RepoTags"], json!([format!("test-image:{hash}")]));
+}
+
+#[test]
+fn include_store_paths_false_gives_only_the_customisation_layer() {
+    let sample = sample();
+    let mut attrs = sample.attrs();
+    attrs["includeStorePaths"] = json!(false);
+    let image = build_sample(&sample, &attrs);
+    assert_eq!(image.layers.len(), 1);
+    let store_top = sample.fixture.store().split('/').find(|c| !c.is_empty()).unwrap().to_string() + "/";
+    let entries = read_tar(&image.layers[0]);
+    assert!(entries.iter().all(|e| !e.name.starts_with(&store_top)), "a store entry in {entries:?}");
+    assert_eq!(image.config["rootfs"]["diff_ids"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn defaults_give_root_owned_entries_at_one_second_past_the_epoch() {
+    let sample = sample();
+    let mut attrs = sample.fixture.attrs();
+    attrs["contents"] = json!([sample.hello]);
+    let image = build_sample(&sample, &attrs);
+    assert_eq!(image.config["created"], "1970-01-01T00:00:01Z");
+    assert_eq!(image.config["architecture"], "amd64");
+    assert_eq!(image.config["config"], json!({}));
+    assert_eq!(image.manifest[0]["RepoTags"], json!(["test-image:latest"]));
+    for layer in &image.layers {
+        for e in read_tar(layer) {
+            assert_eq!((e.uid, e.gid, e.uname.as_str(), e.gname.as_str(), e.mtime), (0, 0, "root", "root", 1), "{}", e.name);
+        }
+    }
+}
+
+#[test]
+fn now_is_accepted_for_created_and_mtime() {
+    let sample = sample();
+    let mut attrs = sample.attrs();
+    attrs["created"] = json!("now");
+    attrs["mtime"] = json!("now");
+    let unix_now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let before = unix_now();
+    let image = build_sample(&sample, &attrs);
+    let after = unix_now();
+    let created = image.config["created"].as_str().unwrap();
+    let created_unix = rfc3339_utc_to_unix(created);
+    assert!((before..=after).contains(&created_unix), "created {created} is not between {before} and {after}");
+    for e in read_tar(&image.layers[0]) {
+        assert!((before..=after).contains(&e.mtime), "mtime {} of {}", e.mtime, e.name);
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` to Unix seconds (days from civil, proleptic Gregorian).
+fn rfc3339_utc_to_unix(text: &str) -> u64 {
+    assert!(text.len() == 20 && text.ends_with('Z'), "not YYYY-MM-DDTHH:MM:SSZ: {text}");
+    let n = |r: std::ops::Range<usize>| text[r].parse::<i64>().unwrap();
+    let (y, m, d) = (n(0..4), n(5..7), n(8..10));
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    (days * 86_400 + n(11..13) * 3600 + n(14..16) * 60 + n(17..19)) as u64
+}
+
+#[test]
+fn the_civil_date_helper_agrees_with_date() {
+    // `date -u -d 2001-02-03T04:05:06Z +%s`
+    assert_eq!(rfc3339_utc_to_unix(MTIME), MTIME_UNIX);
+    assert_eq!(rfc3339_utc_to_unix(CREATED), 1_704_164_645);
+}
+
+#[test]
+fn build_writes_a_read_only_file_and_nothing_else() {
+    let sample = sample();
+    let file = sample.fixture.write_attrs("a.json", &sample.attrs());
+    sample.fixture.run_ok(&["build", "--attrs", file.to_str().unwrap()]);
+    let names: Vec<_> = fs::read_dir(sample.fixture.out_dir()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names, ["image.tar"]);
+    let mode = fs::metadata(sample.fixture.out("image.tar")).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o444);
+}
