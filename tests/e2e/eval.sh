@@ -1,0 +1,78 @@
+# Evaluation-level checks (sourced by run.sh): API shape, arguments, errors, passthru,
+# what the derivations hand to the binary.
+suite "eval: API, arguments, passthru"
+
+check_eq "default.nix returns exactly the API" \
+  '["buildLayeredImage","examples","nix-layers","referencesByPopularity","streamLayeredImage"]' \
+  "$(nix_eval 'builtins.attrNames api' 2>&1)"
+
+# The documented arguments (docs/nix.md), with whether each has a default.
+build_args='{"architecture":true,"compressor":true,"config":true,"contents":true,"created":true,"extraCommands":true,"fakeRootCommands":true,"gid":true,"gname":true,"includeStorePaths":true,"maxLayers":true,"meta":true,"mtime":true,"name":false,"passthru":true,"tag":true,"uid":true,"uname":true}'
+stream_args=$(echo "$build_args" | jq -c 'del(.compressor)')
+check_eq "buildLayeredImage takes exactly nixpkgs' documented arguments" "$build_args" \
+  "$(nix_eval 'builtins.functionArgs api.buildLayeredImage' 2>&1)"
+check_eq "streamLayeredImage takes the same minus compressor" "$stream_args" \
+  "$(nix_eval 'builtins.functionArgs api.streamLayeredImage' 2>&1)"
+
+# An unknown argument is an evaluation error that names it.
+out=$(nix_eval '(api.buildLayeredImage { name = "x"; fromImage = null; }).drvPath' 2>&1); rc=$?
+if [ $rc -ne 0 ] && [[ $out == *"unexpected argument 'fromImage'"* ]]; then pass "unknown argument fromImage is an error naming it"
+else fail "unknown argument fromImage is an error naming it" "rc=$rc: $out"; fi
+out=$(nix_eval '(api.streamLayeredImage { name = "x"; compressor = "gz"; }).drvPath' 2>&1); rc=$?
+if [ $rc -ne 0 ] && [[ $out == *"unexpected argument 'compressor'"* ]]; then pass "streamLayeredImage rejects compressor by name"
+else fail "streamLayeredImage rejects compressor by name" "rc=$rc: $out"; fi
+
+out=$(nix_eval '(api.buildLayeredImage { name = "x"; maxLayers = 1; }).drvPath' 2>&1); rc=$?
+if [ $rc -ne 0 ] && [[ $out == *"maxLayers = 1"* ]]; then pass "maxLayers = 1 fails the assertion, quoting the value"
+else fail "maxLayers = 1 fails the assertion, quoting the value" "rc=$rc: $out"; fi
+out=$(nix_eval '(api.buildLayeredImage { name = "x"; compressor = "xz"; }).drvPath' 2>&1); rc=$?
+if [ $rc -ne 0 ] && [[ $out == *'"xz"'* ]]; then pass "unknown compressor is an error naming it"
+else fail "unknown compressor is an error naming it" "rc=$rc: $out"; fi
+
+check_eq "output names: <name>.tar.gz / .tar.zst / .tar, stream-<name>" \
+  '["layered-image.tar.gz","compressor-zstd.tar.zst","compressor-none.tar","stream-stream-image"]' \
+  "$(nix_eval 'map (n: api.examples.${n}.name) [ "layered-image" "compressor-zstd" "compressor-none" "stream-image" ]' 2>&1)"
+check_eq "passthru: imageTag = tag, imageName lowercased, stream variant, isExe" \
+  '{"build":["latest","layered-image",true],"stream":["latest","stream-image",true],"untagged":"untagged"}' \
+  "$(nix_eval 'let e = api.examples; in {
+      build = [ e.layered-image.imageTag e.layered-image.imageName e.layered-image.passthru.stream.isExe ];
+      stream = [ e.stream-image.imageTag e.stream-image.passthru.imageName e.stream-image.isExe ];
+      untagged = e.untagged.imageName; }' 2>&1)"
+check_eq "tag = null: imageTag is the hash part of the out path" "true" \
+  "$(nix_eval 'let i = api.examples.untagged; in i.imageTag == builtins.substring 11 32 (builtins.unsafeDiscardStringContext i.outPath) && builtins.stringLength i.imageTag == 32' 2>&1)"
+
+check_eq "image derivations: nix-layers is the builder, structured attrs, no shell" \
+  '{"args":["build"],"builder":"nix-layers","sa":true,"streamArgs":["stream-script"]}' \
+  "$(nix_eval 'let i = api.examples.bin-merge; in {
+      builder = baseNameOf i.builder; args = i.args; sa = i.__structuredAttrs;
+      streamArgs = api.examples.stream-image.args; }' 2>&1)"
+check_eq "no customisation-layer derivation without extraCommands/fakeRootCommands" "null" \
+  "$(nix_eval 'api.examples.bin-merge.customisationLayer' 2>&1)"
+check_eq "closure roots: contents + store paths in config (+ customisation layer)" \
+  '{"bin-merge":["bash-5.2-p15","coreutils-9.1","hello-2.12.1"],"layered-image":["bash-5.2-p15","coreutils-9.1","hello-2.12.1","layered-image-customisation-layer"],"non-root":["whoami-and-owner"]}' \
+  "$(nix_eval 'let names = i: map (p: builtins.substring 44 99 p) i.exportReferencesGraph.closure;
+      in builtins.mapAttrs (n: i: builtins.sort builtins.lessThan (names i))
+        { inherit (api.examples) bin-merge layered-image non-root; }' 2>&1)"
+check_eq "a store path written in config without string context is not a root" \
+  '["hello-2.12.1"]' \
+  "$(nix_eval 'let i = api.buildLayeredImage { name = "x"; config.Cmd = [ "${pkgs.hello}/bin/hello" ];
+        config.Env = [ "X=/nix/store/00000000000000000000000000000000-not-a-dependency" ]; };
+      in map (p: builtins.substring 44 99 p) i.exportReferencesGraph.closure' 2>&1)"
+check_eq "no roots (no contents, nothing in config): closure = [] and no exportReferencesGraph" \
+  '[[],false]' \
+  "$(nix_eval 'let i = api.buildLayeredImage { name = "empty"; }; in [ i.closure (i ? exportReferencesGraph) ]' 2>&1)"
+check_eq "includeStorePaths = false: no closure graph requested" '[[],false]' \
+  "$(nix_eval 'let i = api.buildLayeredImage { name = "x"; includeStorePaths = false; contents = [ pkgs.hello ]; };
+      in [ i.closure (i ? exportReferencesGraph) ]' 2>&1)"
+check_eq "single path accepted as contents" '1' \
+  "$(nix_eval 'builtins.length (api.buildLayeredImage { name = "x"; contents = pkgs.hello; }).contents' 2>&1)"
+check_eq "architecture defaults to the host platform's GOARCH" '["amd64","arm64"]' \
+  "$(nix-instantiate --eval --strict --json -E "map (s: (import $REPO/default.nix { pkgs = import $STANDIN { system = s; }; }).examples.layered-image.architecture) [ \"x86_64-linux\" \"aarch64-linux\" ]" 2>&1)"
+
+# Our Nix code may only use these pkgs/lib attributes (documented in docs/nix.md; all exist
+# in real nixpkgs with these names and signatures).
+used_pkgs=$(grep -ohE '\bpkgs\.[A-Za-z][A-Za-z0-9_-]*(\.[A-Za-z][A-Za-z0-9_-]*)?' "$REPO"/nix/*.nix "$REPO/flake.nix" | sort -u | tr '\n' ' ')
+check_eq "pkgs attributes used by nix/ and flake.nix" \
+  "pkgs.buildPackages pkgs.fakeroot pkgs.runCommand pkgs.runtimeShell pkgs.stdenv.buildPlatform pkgs.stdenv.hostPlatform " "$used_pkgs"
+used_lib=$(grep -ohE '\blib\.[A-Za-z][A-Za-z0-9_.]*' "$REPO"/nix/*.nix | sort -u | tr '\n' ' ')
+check_eq "lib functions used by nix/" "lib.assertMsg lib.licenses.mit lib.toLower " "$used_lib"
