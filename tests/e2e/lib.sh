@@ -7,11 +7,14 @@ E2E_PASSED=0
 E2E_FAILED=0
 E2E_FAILURES=()
 
-pass() { E2E_PASSED=$((E2E_PASSED + 1)); echo "  ok   $1"; }
+pass() { E2E_PASSED=$((E2E_PASSED + 1)); echo "  ok   $1"; rm -f "${E2E_TMP:-/nonexistent}/stderr"; }
 fail() {
   E2E_FAILED=$((E2E_FAILED + 1)); E2E_FAILURES+=("$1")
   echo "  FAIL $1"
-  if [ $# -gt 1 ]; then printf '%s\n' "$2" | head -c 3000 | sed 's/^/       | /'; echo; fi
+  if [ $# -gt 1 ]; then printf '%s\n' "$2" | head -c 3000 | sed 's/^/       | /'; fi
+  # the stderr of the last command that saved it there
+  if [ -s "${E2E_TMP:-/nonexistent}/stderr" ]; then tail -15 "$E2E_TMP/stderr" | sed 's/^/       ! /'; fi
+  rm -f "${E2E_TMP:-/nonexistent}/stderr"
 }
 # check NAME CMD...: passes when CMD succeeds.
 check() { local name=$1; shift; local out; if out=$("$@" 2>&1); then pass "$name"; else fail "$name" "$out"; fi; }
