@@ -89,9 +89,12 @@ impl Sample {
     }
 }
 
+/// What one tar entry should be: (name, kind, mode, link target, data).
+type Expected = (String, tar::EntryType, u32, Option<String>, Vec<u8>);
+
 /// The entries a store layer holding `paths` should have, from the disk: the store dir's
 /// components, then each path depth first, sorted by name. (name, kind, mode, link, data)
-fn expected_store_layer(store: &str, paths: &[&str]) -> Vec<(String, tar::EntryType, u32, Option<String>, Vec<u8>)> {
+fn expected_store_layer(store: &str, paths: &[&str]) -> Vec<Expected> {
     let mut out = Vec::new();
     let mut prefix = String::new();
     for component in store.split('/').filter(|c| !c.is_empty()) {
@@ -99,7 +102,7 @@ fn expected_store_layer(store: &str, paths: &[&str]) -> Vec<(String, tar::EntryT
         prefix.push('/');
         out.push((prefix.clone(), tar::EntryType::Directory, 0o755, None, Vec::new()));
     }
-    fn walk(path: &Path, out: &mut Vec<(String, tar::EntryType, u32, Option<String>, Vec<u8>)>) {
+    fn walk(path: &Path, out: &mut Vec<Expected>) {
         let meta = fs::symlink_metadata(path).unwrap();
         let name = path.to_str().unwrap()[1..].to_string();
         let mode = meta.permissions().mode() & 0o7777;
@@ -123,7 +126,7 @@ fn expected_store_layer(store: &str, paths: &[&str]) -> Vec<(String, tar::EntryT
     out
 }
 
-fn summary(entries: &[TarEntry]) -> Vec<(String, tar::EntryType, u32, Option<String>, Vec<u8>)> {
+fn summary(entries: &[TarEntry]) -> Vec<Expected> {
     entries.iter().map(|e| (e.name.clone(), e.kind, e.mode, e.link.clone(), e.data.clone())).collect()
 }
 
