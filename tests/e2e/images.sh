@@ -1,0 +1,134 @@
+# Every example image (nix/examples.nix), built in the sandbox, then (sourced by run.sh):
+#   - the store paths in each layer tar equal `nix-layers plan --json` for the same attrs
+#     (the attrs are the image's stream script: passthru.stream, or the image itself);
+#   - no helper file of the build (customisation-layer derivation, script) is a store layer;
+#   - `docker load` of the file as built (gz / zstd / plain, or `./result | docker load`),
+#     the repo tag, `docker run` output;
+#   - `podman load` of the uncompressed archive and `podman run` output;
+#   - `skopeo copy docker-archive:… oci:…` (verifies every diff_id).
+suite "images: docker, podman, skopeo, layers vs plan"
+
+dockerd_start >/dev/null || fail "dockerd starts" "$(tail -20 "${DOCKERD_DIR:-/nonexistent}/log" 2>/dev/null)"
+podman_setup
+
+# example | expected repo tag ("" = checked below) | expected output of the default Cmd | layer count
+# Layer counts: store layers + the customisation layer, which nix-layers leaves out when
+# there are no contents and no extra commands (nixpkgs always writes one, maybe empty).
+EXAMPLES=(
+  "layered-image|layered-image:latest|Hello, world!|5"
+  "bin-merge|bin-merge:latest|Hello, world!|5"
+  "max-layers-2|max-layers-2:latest|Hello, world!|2"
+  "max-layers-3|max-layers-3:latest|Hello, world!|3"
+  "created-now|created-now:latest|Hello, world!|2"
+  "compressor-zstd|compressor-zstd:latest|Hello, world!|2"
+  "compressor-none|compressor-none:latest|Hello, world!|2"
+  "untagged||Hello, world!|2"
+  "stream-image|stream-image:latest|Hello, world!|5"
+  "non-root|non-root:latest|uid=1000 gid=1000 owner=1000:1000|3"
+  "fake-root-commands|fake-root-commands:latest|(fakeRootCommand)|3"
+  "many-paths|many-paths:latest|store paths: |99"
+)
+
+declare -A DOCKER_REF PODMAN_REF
+for spec in "${EXAMPLES[@]}"; do
+  IFS='|' read -r ex want_tag want_out want_layers <<<"$spec"
+  echo " -- $ex"
+  img=$(nb -A "examples.$ex" 2>"$E2E_TMP/stderr"); rc=$?
+  if [ $rc -ne 0 ]; then fail "$ex: builds" "rc=$rc"; continue; fi
+  pass "$ex: builds in the sandbox"
+  tarball=$E2E_TMP/$ex.tar
+  if [ "$ex" = stream-image ]; then
+    script=$img
+    check "$ex: ./result writes the image to stdout" sh -c "'$img' > '$tarball'"
+  else
+    script=$(nb -A "examples.$ex.passthru.stream" 2>"$E2E_TMP/stderr") || { fail "$ex: passthru.stream builds"; continue; }
+    uncompressed "$img" "$tarball"
+  fi
+
+  # layers vs plan
+  if "$NIX_LAYERS" plan --json --attrs "$script" >"$E2E_TMP/$ex.plan.json" 2>"$E2E_TMP/stderr"; then
+    actual=$(layer_store_paths "$tarball"); planned=$(plan_store_paths "$E2E_TMP/$ex.plan.json")
+    check_eq "$ex: store paths per layer = nix-layers plan" "$planned" "$actual"
+  else fail "$ex: nix-layers plan --json --attrs <stream script>"; actual=$(layer_store_paths "$tarball"); fi
+  check_eq "$ex: layer count" "$want_layers" "$(echo "$actual" | wc -l)"
+  if echo "$actual" | grep -qE -- '-customisation-layer|/nix/store/[^ ]*-stream-|\.tar'; then
+    fail "$ex: no helper of the build in a store layer" "$actual"
+  else pass "$ex: no helper of the build in a store layer"; fi
+
+  # docker
+  if [ "$ex" = stream-image ]; then load=$("$img" | docker load 2>&1); rc=$?
+  elif [ "$ex" = compressor-zstd ]; then
+    # dockerd 20.10 (Debian 12) reads gzip but not zstd archives: check the format, load the stream.
+    check_eq "$ex: the output is zstd" "28b52ffd" "$(head -c 4 "$img" | od -An -tx1 | tr -d ' \n')"
+    load=$(zstd -d -c "$img" | docker load 2>&1); rc=$?
+  else load=$(docker load -i "$img" 2>&1); rc=$?; fi
+  ref=$(echo "$load" | sed -n 's/^Loaded image: //p' | tail -1)
+  if [ $rc -eq 0 ] && [ -n "$ref" ]; then pass "$ex: docker load ($(basename "$img"))"; else fail "$ex: docker load" "$load"; continue; fi
+  DOCKER_REF[$ex]=$ref
+  [ -n "$want_tag" ] && check_eq "$ex: repo tag" "$want_tag" "$ref"
+  run=$(docker run --rm --network none "$ref" 2>&1)
+  check_contains "$ex: docker run prints" "$run" "$want_out"
+
+  # podman (wants an uncompressed archive)
+  load=$(pm load -i "$tarball" 2>&1); rc=$?
+  pref=$(echo "$load" | sed -n -E 's/^Loaded image(\(s\))?: //p' | tail -1 | cut -d, -f1)
+  if [ $rc -eq 0 ] && [ -n "$pref" ]; then pass "$ex: podman load"; else fail "$ex: podman load" "$load"; fi
+  if [ -n "$pref" ]; then
+    PODMAN_REF[$ex]=$pref
+    run=$(pm run --rm --network none "$pref" 2>&1)
+    check_contains "$ex: podman run prints" "$run" "$want_out"
+  fi
+
+  check "$ex: skopeo copy docker-archive: oci: (verifies diff_ids)" \
+    skopeo copy -q "docker-archive:$tarball" "oci:$E2E_TMP/oci-$ex:latest"
+  rm -rf "$E2E_TMP/oci-$ex"
+done
+
+# Example-specific checks
+if [ -n "${DOCKER_REF[layered-image]:-}" ]; then
+  check_eq "layered-image: extraCommands ran in the customisation layer" "(extraCommand)" \
+    "$(docker run --rm --network none "${DOCKER_REF[layered-image]}" /bin/cat /extraCommands 2>&1)"
+  check_eq "layered-image: default created is 1970-01-01T00:00:01Z" "1970-01-01T00:00:01Z" \
+    "$(docker inspect -f '{{.Created}}' "${DOCKER_REF[layered-image]}" 2>&1)"
+  check_eq "layered-image: architecture amd64, os linux" "amd64 linux" \
+    "$(docker inspect -f '{{.Architecture}} {{.Os}}' "${DOCKER_REF[layered-image]}" 2>&1)"
+fi
+if [ -n "${DOCKER_REF[bin-merge]:-}" ]; then
+  run=$(docker run --rm --network none "${DOCKER_REF[bin-merge]}" 2>&1)
+  for f in hello bash sh ls cat; do check_contains "bin-merge: /bin/$f from merged contents" " $run " " $f "; done
+  check_eq "bin-merge: /bin/hello is a symlink into the store" "/nix/store" \
+    "$(docker run --rm --network none "${DOCKER_REF[bin-merge]}" /bin/readlink /bin/hello 2>&1 | cut -c1-10)"
+fi
+if [ -n "${DOCKER_REF[created-now]:-}" ]; then
+  created=$(docker inspect -f '{{.Created}}' "${DOCKER_REF[created-now]}" 2>&1)
+  case "$created" in 1970-*|"") fail "created-now: created is the build time" "$created" ;;
+    *) pass "created-now: created is the build time ($created)" ;; esac
+fi
+if [ -n "${DOCKER_REF[untagged]:-}" ]; then
+  tag=$(nix_eval 'api.examples.untagged.imageTag' 2>/dev/null | tr -d '"')
+  check_eq "untagged: repo tag = lowercased name : passthru.imageTag" "untagged:$tag" "${DOCKER_REF[untagged]}"
+fi
+if [ -n "${DOCKER_REF[fake-root-commands]:-}" ]; then
+  check_eq "fake-root-commands: /tmp is 1777 (chmod in fakeRootCommands)" "1777" \
+    "$(docker run --rm --network none "${DOCKER_REF[fake-root-commands]}" /bin/stat -c %a /tmp 2>&1)"
+fi
+if [ -f "$E2E_TMP/non-root.tar" ]; then
+  first=$(tar -xOf "$E2E_TMP/non-root.tar" manifest.json | jq -r '.[0].Layers[0]')
+  listing=$(tar -xOf "$E2E_TMP/non-root.tar" "$first" | tar --numeric-owner -tvf -)
+  check_eq "non-root: nix/ and nix/store/ are directories 0755 owned by 1000:1000" \
+    "drwxr-xr-x 1000/1000 drwxr-xr-x 1000/1000" \
+    "$(echo "$listing" | awk '$NF ~ /^(\.?\/)?nix\/(store\/)?$/ { printf "%s %s ", $1, $2 }' | sed 's/ $//')"
+fi
+if [ -n "${DOCKER_REF[many-paths]:-}" ]; then
+  n=$(docker run --rm --network none "${DOCKER_REF[many-paths]}" 2>&1 | sed -n 's/^store paths: //p')
+  if [ "${n:-0}" -gt 100 ] 2>/dev/null; then pass "many-paths: $n store paths in the container (> 100)"
+  else fail "many-paths: more than 100 store paths in the container" "$n"; fi
+fi
+
+
+none=$(nb -A examples.compressor-none 2>/dev/null)
+if [ -n "$none" ] && tar -tf "$none" manifest.json >/dev/null 2>&1; then pass "compressor-none: the output is a plain tar"
+else fail "compressor-none: the output is a plain tar" "$none"; fi
+
+dockerd_stop
+podman_cleanup
