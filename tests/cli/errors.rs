@@ -386,3 +386,37 @@ mod changed_size {
         assert!(bytes == fixture.build(&attrs), "the library and the binary disagree");
     }
 }
+
+#[test]
+fn no_output_path() {
+    let (fixture, mut attrs) = small();
+    attrs.as_object_mut().unwrap().remove("outputs");
+    let file = fixture.write_attrs("bad.attrs.json", &attrs);
+    let stderr = fails(&fixture, &["build", "--attrs", file.to_str().unwrap()], &["--out", "outputs.out"]);
+    assert!(stderr.contains(file.to_str().unwrap()), "{stderr}");
+    let left: Vec<_> = fs::read_dir(fixture.dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left.len(), 3, "only store/, out/ and the attrs file: {left:?}");
+}
+
+#[test]
+fn stdout_closed_early_is_not_a_panic() {
+    // `nix-layers stream | head -c 1000`: the reader goes away mid-image.
+    let (mut fixture, mut attrs) = small();
+    // Far more than a pipe holds, so the writer is still writing when the reader leaves.
+    fixture.add_path("big", &[file("lib/big", &vec![1u8; 8 << 20], 0o444)], &[]);
+    attrs["closure"] = fixture.closure();
+    let file = fixture.write_attrs("attrs.json", &attrs);
+    let mut child = fixture
+        .command(&["stream", "--attrs", file.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 1000];
+    std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut first).unwrap();
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!output.status.success(), "a truncated stream must not report success");
+}

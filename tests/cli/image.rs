@@ -389,3 +389,55 @@ fn build_writes_a_read_only_file_and_nothing_else() {
     let mode = fs::metadata(sample.fixture.out("image.tar")).unwrap().permissions().mode() & 0o7777;
     assert_eq!(mode, 0o444);
 }
+
+#[test]
+fn a_prebuilt_customisation_layer_is_copied_last_and_its_path_stays_out() {
+    let mut sample = sample();
+    // A layer.tar as extraCommands would leave it, made with the tar crate.
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_ustar();
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_size(6);
+    header.set_mode(0o644);
+    header.set_mtime(1);
+    header.set_cksum();
+    builder.append_data(&mut header, "etc/motd", &b"hello\n"[..]).unwrap();
+    let layer_tar = builder.into_inner().unwrap();
+    let custom = sample.fixture.add_path("custom-layer", &[file("layer.tar", &layer_tar, 0o444)], &[&sample.hello]);
+    let mut attrs = sample.attrs();
+    attrs["closure"] = sample.fixture.closure();
+    attrs["customisationLayer"] = json!(custom);
+    let image = build_sample(&sample, &attrs);
+    assert_eq!(image.layers.len(), 4, "libc, hello, tools and the prebuilt layer");
+    assert!(image.layers[3] == layer_tar, "the prebuilt layer.tar is copied byte for byte");
+    for layer in &image.layers[..3] {
+        for e in read_tar(layer) {
+            assert!(!e.name.contains("custom-layer"), "the customisation layer's own path entered a store layer: {}", e.name);
+        }
+    }
+}
+
+#[test]
+fn duplicate_contents_are_merged_once_without_a_conflict() {
+    let sample = sample();
+    let mut attrs = sample.attrs();
+    attrs["contents"] = json!([sample.hello, sample.tools, sample.hello]);
+    let image = build_sample(&sample, &attrs);
+    let names: Vec<String> = read_tar(&image.layers[3]).into_iter().map(|e| e.name).collect();
+    let expected: Vec<String> = expected_customisation(&[&sample.hello, &sample.tools]).into_keys().collect();
+    assert_eq!(names, expected);
+}
+
+#[test]
+fn graph_entries_as_nix_writes_them_are_accepted() {
+    // SRI and hex narHash forms, and keys we do not read (`ca`, `deriver`).
+    let sample = sample();
+    let mut attrs = sample.attrs();
+    attrs["closure"][0]["narHash"] = json!(format!("sha256-{}=", "A".repeat(43)));
+    attrs["closure"][1]["narHash"] = json!(format!("sha256:{}", "0123456789abcdef".repeat(4)));
+    attrs["closure"][2]["ca"] = json!("fixed:r:sha256:0000");
+    attrs["closure"][2]["deriver"] = json!("/nix/store/x.drv");
+    attrs["closure"][2]["signatures"] = json!([]);
+    let image = build_sample(&sample, &attrs);
+    assert_eq!(image.layers.len(), 4);
+}
