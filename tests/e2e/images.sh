@@ -24,7 +24,7 @@ EXAMPLES=(
   "compressor-none|compressor-none:latest|Hello, world!|2"
   "untagged||Hello, world!|2"
   "stream-image|stream-image:latest|Hello, world!|5"
-  "non-root|non-root:latest|uid=1000 gid=1000 owner=1000:1000|3"
+  "non-root|non-root:latest|uid=1000 gid=1000 owner=1000:1000|4"
   "fake-root-commands|fake-root-commands:latest|(fakeRootCommand)|3"
   "many-paths|many-paths:latest|store paths: |99"
 )
