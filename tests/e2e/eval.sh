@@ -76,3 +76,16 @@ check_eq "pkgs attributes used by nix/ and flake.nix" \
   "pkgs.buildPackages pkgs.fakeroot pkgs.runCommand pkgs.runtimeShell pkgs.stdenv.buildPlatform pkgs.stdenv.hostPlatform " "$used_pkgs"
 used_lib=$(grep -ohE '\blib\.[A-Za-z][A-Za-z0-9_.]*' "$REPO"/nix/*.nix | sort -u | tr '\n' ' ')
 check_eq "lib functions used by nix/" "lib.assertMsg lib.licenses.mit lib.toLower " "$used_lib"
+
+# The package's source: what `cargo build` needs and nothing else (the stand-in
+# rustPlatform does not compile it, so check the filter here).
+src=$(nix eval --raw --impure --expr "\"\${(import $REPO/nix/package.nix {
+    lib = (import $STANDIN { }).lib; rustPlatform.buildRustPackage = a: a.src; })}\"" 2>"$E2E_TMP/stderr")
+check_eq "package source: Cargo.toml, Cargo.lock, build.rs, src/ only" \
+  "$(cd "$REPO" && ls -d Cargo.lock Cargo.toml build.rs src 2>/dev/null | LC_ALL=C sort | tr '\n' ' ' | sed 's/ $//')" \
+  "$(ls "$src" 2>&1 | LC_ALL=C sort | tr '\n' ' ' | sed 's/ $//')"
+check_eq "package source: every file of src/" "$(cd "$REPO/src" && find . -type f | LC_ALL=C sort)" \
+  "$(cd "$src/src" 2>/dev/null && find . -type f | LC_ALL=C sort)"
+check_eq "package version is Cargo.toml's" \
+  "\"$(sed -n 's/^version = "\(.*\)"/\1/p' "$REPO/Cargo.toml" | head -1)\"" \
+  "$(nix_eval 'api.nix-layers.name' 2>&1 | sed 's/^"nix-layers-/"/')"

@@ -31,7 +31,8 @@ suite() { echo; echo "== $1"; }
 ensure_packages() {
   local missing=() cmd pkg
   for pair in nix-build:nix-bin patchelf:patchelf skopeo:skopeo \
-              umoci:umoci podman:podman runc:runc dockerd:docker.io jq:jq zstd:zstd; do
+              umoci:umoci podman:podman runc:runc dockerd:docker.io jq:jq zstd:zstd \
+              git:git pgrep:procps zcat:gzip; do
     cmd=${pair%%:*}; pkg=${pair#*:}
     command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
   done

@@ -6,6 +6,7 @@
 #   popularity.sh  referencesByPopularity == `nix-layers popularity` on the same graph
 # As root on Debian 12; installs missing packages with apt-get. Ends with one line
 # "N passed, N failed" and exits nonzero on any failure.
+# E2E_ONLY="eval build" runs only those suites (the binary is built and the stand-in filled anyway).
 set -uo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 E2E=$REPO/tests/e2e
