@@ -64,3 +64,10 @@ check_eq "overlay: a later overlay's nix-layers is the one the image functions r
       let o2 = import $STANDIN { system = \"x86_64-linux\"; overlays = [ flake.overlays.default
                  (final: prev: { nix-layers = prev.nix-layers // { outPath = \"/nix/store/00000000000000000000000000000000-other\"; }; }) ]; };
       in builtins.unsafeDiscardStringContext (o2.dockerTools.buildLayeredImage args).builder == \"/nix/store/00000000000000000000000000000000-other/bin/nix-layers\"" 2>&1)"
+
+# Reproducible: rebuilding gives the same bytes (nix-build --check fails otherwise).
+for a in examples.layered-image examples.bin-merge examples.stream-image examples.many-paths; do
+  nb -A "$a" >/dev/null 2>&1   # built already, or build it now
+  if nb -A "$a" --check >/dev/null 2>"$E2E_TMP/stderr"; then pass "$a: nix-build --check (bit-identical rebuild)"
+  else fail "$a: nix-build --check (bit-identical rebuild)"; fi
+done
