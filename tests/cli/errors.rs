@@ -420,3 +420,12 @@ fn stdout_closed_early_is_not_a_panic() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(!output.status.success(), "a truncated stream must not report success");
 }
+
+#[test]
+fn output_directory_missing() {
+    let (fixture, attrs) = small();
+    let file = fixture.write_attrs("attrs.json", &attrs);
+    let target = fixture.dir.path().join("no-such-dir/image.tar");
+    fails(&fixture, &["build", "--attrs", file.to_str().unwrap(), "--out", target.to_str().unwrap()], &[target.to_str().unwrap()]);
+    assert!(!target.parent().unwrap().exists());
+}

@@ -441,3 +441,31 @@ fn graph_entries_as_nix_writes_them_are_accepted() {
     let image = build_sample(&sample, &attrs);
     assert_eq!(image.layers.len(), 4);
 }
+
+#[test]
+fn single_file_and_symlink_store_paths() {
+    // writeText-style paths are a file; some are a bare symlink. Both are entries of their own.
+    let mut fixture = Fixture::new();
+    let script = fixture.store_path("script.sh");
+    fs::write(&script, b"#!/bin/sh\necho hi\n").unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o555)).unwrap();
+    fixture.add_entry(&script, &[]);
+    let link = fixture.store_path("link");
+    std::os::unix::fs::symlink(&script, &link).unwrap();
+    fixture.add_entry(&link, &[&script]);
+    let top = fixture.add_path("top", &[symlink_to("bin/run", script.clone())], &[&script, &link]);
+    let mut attrs = fixture.attrs();
+    attrs["contents"] = json!([top]);
+    let image = read_docker_archive(&fixture.build(&attrs));
+    let store = fixture.store();
+    let all: Vec<TarEntry> = image.layers[..3].iter().flat_map(|l| read_tar(l)).collect();
+    let find = |p: &str| all.iter().find(|e| e.name == p[1..]).unwrap_or_else(|| panic!("{p} is in no layer"));
+    assert_eq!(find(&script).kind, tar::EntryType::Regular);
+    assert_eq!(find(&script).mode, 0o555);
+    assert_eq!(find(&script).data, b"#!/bin/sh\necho hi\n");
+    assert_eq!(find(&link).kind, tar::EntryType::Symlink);
+    assert_eq!(find(&link).link.as_deref(), Some(script.as_str()));
+    for (layer, path) in image.layers[..3].iter().zip([&script, &link, &top]) {
+        assert_eq!(summary(&read_tar(layer)), expected_store_layer(&store, &[path]), "{path}");
+    }
+}

@@ -105,6 +105,15 @@ fn another_key_is_read_when_given() {
     assert!(stdout.ends_with(&format!("{b}\n{}\n{a}\n", fixture.store_path("G"))), "{stdout}");
 }
 
+#[test]
+fn a_bare_list_file_is_read_as_the_graph() {
+    let mut fixture = Fixture::new();
+    let [a, b, c, d, e, f, g] = worked_example(&mut fixture);
+    let file = fixture.write_attrs("list.json", &fixture.closure());
+    let stdout = fixture.run_ok(&["popularity", file.to_str().unwrap()]);
+    assert_eq!(String::from_utf8(stdout).unwrap(), [f, e, d, c, b, g, a].map(|p| p + "\n").concat());
+}
+
 /// The builder attrs for the `seed-example` vector: its graph and an `outputs.out`.
 fn builder_attrs(fixture: &Fixture, out: &str) -> (Value, Vec<u8>) {
     let dir = vector_dir();
