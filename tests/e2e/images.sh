@@ -130,5 +130,19 @@ none=$(nb -A examples.compressor-none 2>/dev/null)
 if [ -n "$none" ] && tar -tf "$none" manifest.json >/dev/null 2>&1; then pass "compressor-none: the output is a plain tar"
 else fail "compressor-none: the output is a plain tar" "$none"; fi
 
+# includeStorePaths = false: only the customisation layer; runs with the host store mounted.
+nsp=$(nix-build --no-out-link -E "
+  let pkgs = import $STANDIN { system = \"x86_64-linux\"; };
+      api = import $REPO/default.nix { inherit pkgs; };
+  in api.buildLayeredImage { name = \"no-store-paths\"; tag = \"latest\"; includeStorePaths = false;
+       contents = [ pkgs.hello ]; config.Cmd = [ \"/bin/hello\" ]; }" 2>"$E2E_TMP/stderr")
+if [ -n "$nsp" ]; then
+  uncompressed "$nsp" "$E2E_TMP/nsp.tar"
+  check_eq "includeStorePaths = false: one layer, no store path in it" "-" "$(layer_store_paths "$E2E_TMP/nsp.tar")"
+  ref=$(docker load -i "$nsp" 2>&1 | sed -n 's/^Loaded image: //p' | tail -1)
+  check_contains "includeStorePaths = false: runs with -v /nix/store:/nix/store:ro" \
+    "$(docker run --rm --network none -v /nix/store:/nix/store:ro "$ref" 2>&1)" "Hello, world!"
+else fail "includeStorePaths = false: builds"; fi
+
 dockerd_stop
 podman_cleanup
