@@ -429,3 +429,10 @@ fn output_directory_missing() {
     fails(&fixture, &["build", "--attrs", file.to_str().unwrap(), "--out", target.to_str().unwrap()], &[target.to_str().unwrap()]);
     assert!(!target.parent().unwrap().exists());
 }
+
+#[test]
+fn negative_nar_size() {
+    let (fixture, mut attrs) = small();
+    attrs["closure"][0]["narSize"] = json!(-5);
+    build_fails(&fixture, &attrs, &["closure[0].narSize", "-5", &fixture.store_path("libc")]);
+}
