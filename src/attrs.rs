@@ -9,6 +9,7 @@ use crate::time::Timestamp;
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -105,23 +106,25 @@ impl Attrs {
         Ok(serde_json::to_string(&all)?)
     }
 
-    /// A top-level list value (e.g. `contents`), parsed.
-    fn list(&self, key: &str) -> Result<Option<Value>> {
-        match self.lists.get(key) {
-            Some(raw) => Ok(Some(serde_json::from_str(raw.get()).with_context(|| format!("key `{key}`"))?)),
-            None => Ok(None),
+    /// The value at `key`, treating JSON `null` as absent. Lists are parsed on demand,
+    /// so a list given where a scalar belongs is seen, and rejected, by the caller.
+    pub fn get(&self, key: &str) -> Option<Cow<'_, Value>> {
+        if let Some(raw) = self.lists.get(key) {
+            // A RawValue holds valid JSON, which always parses into a Value.
+            return serde_json::from_str(raw.get()).ok().map(Cow::Owned);
         }
+        self.map.get(key).filter(|v| !v.is_null()).map(Cow::Borrowed)
     }
 
-    /// The value at `key`, treating JSON `null` as absent.
-    pub fn get(&self, key: &str) -> Option<&Value> {
-        self.map.get(key).filter(|v| !v.is_null())
+    /// Whether `key` is present and not null (without parsing a list).
+    pub fn has(&self, key: &str) -> bool {
+        self.lists.contains_key(key) || self.map.get(key).is_some_and(|v| !v.is_null())
     }
 
     fn string_or(&self, key: &str, default: &str) -> Result<String> {
         match self.get(key) {
             None => Ok(default.to_string()),
-            Some(v) => as_str(key, v).map(str::to_string),
+            Some(v) => as_str(key, &v).map(str::to_string),
         }
     }
 
@@ -135,7 +138,7 @@ impl Attrs {
     }
 
     fn bool_or(&self, key: &str, default: bool) -> Result<bool> {
-        match self.get(key) {
+        match self.get(key).as_deref() {
             None => Ok(default),
             Some(Value::Bool(b)) => Ok(*b),
             Some(v) => bail!("key `{key}`: expected true or false, got {v}"),
@@ -144,7 +147,7 @@ impl Attrs {
 
     /// `outputs.out`: where a builder writes (structured attrs do not set `$out`).
     pub fn output_path(&self) -> Result<Option<String>> {
-        match self.get("outputs") {
+        match self.get("outputs").as_deref() {
             None => Ok(None),
             Some(Value::Object(outputs)) => match outputs.get("out") {
                 None | Some(Value::Null) => Ok(None),
@@ -162,7 +165,7 @@ impl Attrs {
     pub fn graph(&self, key: &str) -> Result<Vec<GraphEntry>> {
         let Some(raw) = self.lists.get(key) else {
             if let Some(other) = self.get(key) {
-                bail!("key `{key}`: expected a list of path entries, got {}", type_name(other));
+                bail!("key `{key}`: expected a list of path entries, got {}", type_name(&other));
             }
             bail!(
                 "key `{key}` is missing from `{}` (it should hold exportReferencesGraph.{key})",
@@ -341,8 +344,11 @@ impl ImageSpec {
     /// # Errors
     /// Names the first key whose value is missing, mistyped or out of range.
     pub fn from_attrs(attrs: &Attrs, store_dir: &str) -> Result<ImageSpec> {
-        let name = match attrs.get("name") {
-            Some(v) => as_str("name", v)?.to_string(),
+        // Under structured attrs `name` is the derivation's (a file name such as
+        // `hello.tar.gz`); the Nix functions pass the image's own name as `imageName`.
+        let name_key = if attrs.has("imageName") { "imageName" } else { "name" };
+        let name = match attrs.get(name_key) {
+            Some(v) => as_str(name_key, &v)?.to_string(),
             None => bail!("key `name` is missing from `{}`", attrs.source.display()),
         };
         if name.is_empty() {
@@ -350,7 +356,7 @@ impl ImageSpec {
         }
         let out = attrs.output_path()?;
         let tag = match attrs.get("tag") {
-            Some(v) => as_str("tag", v)?.to_string(),
+            Some(v) => as_str("tag", &v)?.to_string(),
             None => match &out {
                 Some(out) => store_path::hash_part_of(store_dir, out)
                     .context("key `tag` is null, so the tag is the hash of `outputs.out`")?,
@@ -360,8 +366,7 @@ impl ImageSpec {
         if tag.is_empty() {
             bail!("key `tag`: the tag is empty");
         }
-        let contents_list = attrs.list("contents")?;
-        let contents = match contents_list.as_ref().or(attrs.get("contents")) {
+        let contents = match attrs.get("contents").as_deref() {
             None => Vec::new(),
             Some(Value::String(s)) => vec![StorePath::parse(store_dir, s).context("key `contents`")?],
             Some(Value::Array(items)) => items
@@ -374,7 +379,7 @@ impl ImageSpec {
                 .collect::<Result<Vec<_>>>()?,
             Some(v) => bail!("key `contents`: expected a list of store paths, got {v}"),
         };
-        let config = match attrs.get("config") {
+        let config = match attrs.get("config").as_deref() {
             None => Value::Object(Map::new()),
             Some(v @ Value::Object(_)) => v.clone(),
             Some(v) => bail!("key `config`: expected an object (the Docker image config), got {v}"),
@@ -395,16 +400,14 @@ impl ImageSpec {
         let customisation_layer = match attrs.get("customisationLayer") {
             None => None,
             Some(v) => Some(
-                StorePath::parse(store_dir, as_str("customisationLayer", v)?)
+                StorePath::parse(store_dir, as_str("customisationLayer", &v)?)
                     .context("key `customisationLayer`")?,
             ),
         };
-        let closure = match (include_store_paths, attrs.get("closure")) {
-            (_, Some(_)) => attrs.graph("closure")?,
-            (false, None) => Vec::new(),
-            (true, None) if contents.is_empty() && customisation_layer.is_none() => Vec::new(),
-            (true, None) => attrs.graph("closure")?,
-        };
+        // Nix writes no key at all for an empty root set, so an absent `closure` is an
+        // empty closure, unless contents need it.
+        let needs_closure = include_store_paths && !(contents.is_empty() && customisation_layer.is_none());
+        let closure = if attrs.has("closure") || needs_closure { attrs.graph("closure")? } else { Vec::new() };
         Ok(ImageSpec {
             name,
             tag,

@@ -198,7 +198,7 @@ fn stream_script_cmd(io: InputOutput, store_dir: &str) -> Result<()> {
     image.scan_layers(store_dir)?;
     // The script's own out path is gone once it is a file elsewhere: fix the tag now.
     attrs.map.insert("tag".into(), Value::String(image.spec.tag.clone()));
-    let interpreter = match attrs.get("builder").and_then(Value::as_str) {
+    let interpreter = match attrs.get("builder").as_deref().and_then(Value::as_str) {
         Some(builder) => builder.to_string(),
         None => std::env::current_exe()
             .context("cannot find this program's path for the script's #! line")?

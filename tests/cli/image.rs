@@ -312,6 +312,18 @@ fn a_null_tag_is_the_hash_part_of_the_output_path() {
 }
 
 #[test]
+fn image_name_wins_over_the_derivation_name() {
+    // Under structured attrs `name` is the derivation's file name; the Nix functions pass
+    // the image's own name as `imageName`.
+    let sample = sample();
+    let mut attrs = sample.attrs();
+    attrs["name"] = json!("layered-image.tar.gz");
+    attrs["imageName"] = json!("Layered-Image");
+    let image = build_sample(&sample, &attrs);
+    assert_eq!(image.manifest[0]["RepoTags"], json!(["layered-image:v1"]));
+}
+
+#[test]
 fn include_store_paths_false_gives_only_the_customisation_layer() {
     let sample = sample();
     let mut attrs = sample.attrs();

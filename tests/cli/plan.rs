@@ -107,7 +107,6 @@ fn a_closure_within_budget_gets_one_layer_per_path() {
 /// only sees non-list values (lists live in `attrs.lists`), so without `contents` the
 /// closure is dropped and the image has no store layers at all.
 #[test]
-#[ignore = "bug: src/attrs.rs:402 drops `closure` when `contents` is empty (0 store layers)"]
 fn a_closure_without_contents_still_fills_the_store_layers() {
     let mut fixture = Fixture::new();
     worked_example(&mut fixture);
