@@ -83,7 +83,10 @@ impl<W: Write> Write for Compressed<W> {
     }
 }
 
-type Job = (Vec<u8>, Sender<io::Result<Vec<u8>>>);
+/// A block to compress, a buffer to compress it into, and where to send both back.
+type Job = (Vec<u8>, Vec<u8>, Sender<io::Result<Finished>>);
+/// The block (for reuse) and its gzip member.
+type Finished = (Vec<u8>, Vec<u8>);
 
 /// gzip with fixed-size members compressed on worker threads.
 pub struct ParallelGzip<W: Write> {
@@ -91,7 +94,9 @@ pub struct ParallelGzip<W: Write> {
     block: Vec<u8>,
     jobs: Option<Sender<Job>>,
     /// Results in stream order; at most `max_in_flight` outstanding.
-    in_flight: VecDeque<Receiver<io::Result<Vec<u8>>>>,
+    in_flight: VecDeque<Receiver<io::Result<Finished>>>,
+    /// Buffers back from finished members, reused so memory stays flat.
+    spare: Vec<Vec<u8>>,
     max_in_flight: usize,
     workers: Vec<JoinHandle<()>>,
 }
@@ -109,8 +114,8 @@ impl<W: Write> ParallelGzip<W> {
                         Ok(q) => q.recv(),
                         Err(_) => return,
                     };
-                    let Ok((block, reply)) = job else { return };
-                    let _ = reply.send(gzip_member(&block));
+                    let Ok((block, member, reply)) = job else { return };
+                    let _ = reply.send(gzip_member(&block, member).map(|member| (block, member)));
                 })
             })
             .collect();
@@ -119,6 +124,7 @@ impl<W: Write> ParallelGzip<W> {
             block: Vec::with_capacity(GZ_BLOCK),
             jobs: Some(jobs),
             in_flight: VecDeque::new(),
+            spare: Vec::new(),
             max_in_flight: threads * 2 + 1,
             workers,
         }
@@ -128,18 +134,23 @@ impl<W: Write> ParallelGzip<W> {
         if self.in_flight.len() >= self.max_in_flight {
             self.write_oldest()?;
         }
-        let block = std::mem::replace(&mut self.block, Vec::with_capacity(GZ_BLOCK));
+        let next = self.spare.pop().unwrap_or_else(|| Vec::with_capacity(GZ_BLOCK));
+        let block = std::mem::replace(&mut self.block, next);
+        let member = self.spare.pop().unwrap_or_default();
         let (reply, result) = channel();
         let jobs = self.jobs.as_ref().ok_or_else(|| io::Error::other("gzip already finished"))?;
-        jobs.send((block, reply)).map_err(|_| io::Error::other("gzip workers stopped"))?;
+        jobs.send((block, member, reply)).map_err(|_| io::Error::other("gzip workers stopped"))?;
         self.in_flight.push_back(result);
         Ok(())
     }
 
     fn write_oldest(&mut self) -> io::Result<()> {
         if let Some(result) = self.in_flight.pop_front() {
-            let member = result.recv().map_err(|_| io::Error::other("a gzip worker stopped"))??;
+            let (mut block, mut member) = result.recv().map_err(|_| io::Error::other("a gzip worker stopped"))??;
             self.inner.write_all(&member)?;
+            block.clear();
+            member.clear();
+            self.spare.extend([block, member]);
         }
         Ok(())
     }
@@ -178,8 +189,7 @@ impl<W: Write> Write for ParallelGzip<W> {
 
 /// One complete gzip member: fixed header (no name, mtime 0, OS Unix), raw deflate,
 /// CRC-32 and length.
-fn gzip_member(data: &[u8]) -> io::Result<Vec<u8>> {
-    let mut member = Vec::with_capacity(data.len() / 2 + 64);
+fn gzip_member(data: &[u8], mut member: Vec<u8>) -> io::Result<Vec<u8>> {
     member.extend_from_slice(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3]);
     let mut deflate = DeflateEncoder::new(member, Compression::new(GZ_LEVEL));
     deflate.write_all(data)?;

@@ -19,9 +19,9 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Mutex;
 
 /// Size of one chunk of layer bytes.
-pub const CHUNK_SIZE: usize = 1 << 20;
+pub const CHUNK_SIZE: usize = 1 << 19;
 /// Chunks a worker may run ahead of the consumer on one layer.
-const QUEUE_DEPTH: usize = 8;
+const QUEUE_DEPTH: usize = 4;
 
 /// What a layer's queue carries.
 enum Message {

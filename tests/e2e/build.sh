@@ -2,13 +2,13 @@
 # in a git checkout with the stand-in as nixpkgs, and the overlay.
 suite "build: nix-build, flake, overlay"
 
-out=$(nb -A examples.layered-image 2>&1); rc=$?
+out=$(nb -A examples.layered-image 2>"$E2E_TMP/stderr"); rc=$?
 if [ $rc -eq 0 ] && [ -f "$out" ] && [ "$(head -c 2 "$out" | od -An -tx1 | tr -d ' ')" = 1f8b ]; then
   pass "nix-build default.nix -A examples.layered-image -I nixpkgs=<stand-in> (sandbox on): a .tar.gz"
   NB_LAYERED=$out
-else fail "nix-build default.nix -A examples.layered-image" "rc=$rc: $out"; NB_LAYERED=; fi
+else fail "nix-build default.nix -A examples.layered-image" "rc=$rc: $out $(tail -5 "$E2E_TMP/stderr")"; NB_LAYERED=; fi
 
-out=$(nb -A nix-layers 2>&1); rc=$?
+out=$(nb -A nix-layers 2>"$E2E_TMP/stderr"); rc=$?
 if [ $rc -eq 0 ] && "$out/bin/nix-layers" --help >/dev/null 2>&1; then pass "nix-build -A nix-layers: the package runs"
 else fail "nix-build -A nix-layers" "rc=$rc: $out"; fi
 
