@@ -83,7 +83,7 @@ struct InputOutput {
     out: Option<PathBuf>,
 }
 
-#[derive(Args)]
+#[derive(Args, Default)]
 struct Threads {
     /// Worker threads (default: $NIX_BUILD_CORES if set and > 0, else all cores).
     #[arg(long, value_name = "N")]
@@ -171,7 +171,7 @@ fn read_graph_file(path: &Path, key: &str) -> Result<Attrs> {
 fn build_cmd(io: InputOutput, threads: usize, store_dir: &str) -> Result<()> {
     let attrs = read_attrs(io.attrs.as_deref())?;
     let image = plan_image(&attrs, store_dir)?;
-    let layers = image.scan_layers(store_dir)?;
+    let layers = image.scan_layers(store_dir, threads)?;
     let target = out_path(io.out, &attrs)?;
     let mut file = AtomicFile::create(&target)?;
     let mut out = Compressed::new(file.writer(), image.spec.compressor, threads)?;
@@ -183,7 +183,7 @@ fn build_cmd(io: InputOutput, threads: usize, store_dir: &str) -> Result<()> {
 fn stream_cmd(file: Option<PathBuf>, threads: usize, store_dir: &str) -> Result<()> {
     let attrs = read_attrs(file.as_deref())?;
     let image = plan_image(&attrs, store_dir)?;
-    let layers = image.scan_layers(store_dir)?;
+    let layers = image.scan_layers(store_dir, threads)?;
     let mut stdout = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
     write_docker_archive(&mut stdout, &image.spec, &layers, threads)
 }
@@ -195,7 +195,7 @@ fn stream_script_cmd(io: InputOutput, store_dir: &str) -> Result<()> {
     let mut attrs = read_attrs(io.attrs.as_deref())?;
     // Check everything now, so that a bad image fails at build time, not when run.
     let image = plan_image(&attrs, store_dir)?;
-    image.scan_layers(store_dir)?;
+    image.scan_layers(store_dir, Threads::default().count())?;
     // The script's own out path is gone once it is a file elsewhere: fix the tag now.
     attrs.map.insert("tag".into(), Value::String(image.spec.tag.clone()));
     let interpreter = match attrs.get("builder").as_deref().and_then(Value::as_str) {

@@ -42,11 +42,12 @@ pub fn plan_image(attrs: &Attrs, store_dir: &str) -> Result<PlannedImage> {
 }
 
 impl PlannedImage {
-    /// Scans every layer's files on disk (metadata only) and returns the image's layers.
+    /// Scans every layer's files on disk (metadata only, on `threads` workers) and returns
+    /// the image's layers.
     ///
     /// # Errors
     /// A store path or content missing on disk, a special file, a contents conflict.
-    pub fn scan_layers(&self, store_dir: &str) -> Result<Vec<ImageLayer>> {
+    pub fn scan_layers(&self, store_dir: &str, threads: usize) -> Result<Vec<ImageLayer>> {
         let spec = &self.spec;
         let owner = Owner {
             uid: spec.uid,
@@ -56,11 +57,13 @@ impl PlannedImage {
             mtime: spec.mtime.unix,
         };
         let mut layers = Vec::with_capacity(self.plan.layer_count());
+        let in_plan_order: Vec<&StorePath> =
+            self.plan.store_layers.iter().flatten().map(|r| &self.store_paths[r.node as usize]).collect();
+        let mut trees = scan::scan_store_paths(&in_plan_order, threads)?.into_iter();
         for store_layer in &self.plan.store_layers {
-            let paths: Vec<_> = store_layer.iter().map(|r| &self.store_paths[r.node as usize]).collect();
-            let names: Vec<&str> = paths.iter().map(|p| p.as_str()).collect();
+            let names: Vec<&str> = store_layer.iter().map(|r| self.store_paths[r.node as usize].as_str()).collect();
             layers.push(ImageLayer {
-                source: scan::store_layer(store_dir, &paths, owner.clone())?,
+                source: scan::store_layer(store_dir, trees.by_ref().take(store_layer.len()), owner.clone()),
                 comment: format!("store paths: {}", names.join(" ")),
             });
         }

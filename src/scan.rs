@@ -17,6 +17,7 @@ use std::fs;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// One tar entry. Data of a [`Kind::File`] entry is read from `/` + `name` when written.
 #[derive(Clone, Debug)]
@@ -86,11 +87,9 @@ impl LayerSource {
     }
 }
 
-/// The entries of a store layer holding `paths`, in the order the module docs give.
-///
-/// # Errors
-/// A store path missing on disk, an unreadable directory, or a special file.
-pub fn store_layer(store_dir: &str, paths: &[&StorePath], owner: Owner) -> Result<LayerSource> {
+/// The entries of a store layer: the store directory's own entries, then each tree of
+/// `trees` (from [`scan_store_paths`]) in order.
+pub fn store_layer(store_dir: &str, trees: impl IntoIterator<Item = Vec<Entry>>, owner: Owner) -> LayerSource {
     let mut entries = Vec::new();
     let mut prefix = Vec::new();
     for component in store_dir.split('/').filter(|c| !c.is_empty()) {
@@ -98,13 +97,55 @@ pub fn store_layer(store_dir: &str, paths: &[&StorePath], owner: Owner) -> Resul
         prefix.push(b'/');
         entries.push(Entry { name: prefix.clone(), kind: Kind::Directory, mode: 0o755, size: 0, link: Vec::new() });
     }
-    for path in paths {
+    for tree in trees {
+        entries.extend(tree);
+    }
+    LayerSource::Entries { entries, owner }
+}
+
+/// Each store path's tree of entries, in the order of `paths`, scanned on `threads`
+/// workers (a closure of many small paths is mostly directory listing and `stat`).
+///
+/// # Errors
+/// A store path missing on disk, an unreadable directory, or a special file: the error
+/// of the first such path in `paths`, whatever the thread count.
+pub fn scan_store_paths(paths: &[&StorePath], threads: usize) -> Result<Vec<Vec<Entry>>> {
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let scan_one = |path: &StorePath| -> Result<Vec<Entry>> {
         let on_disk = Path::new(path.as_str());
         let meta = fs::symlink_metadata(on_disk)
             .with_context(|| format!("store path `{path}` is missing on disk or unreadable"))?;
+        let mut entries = Vec::new();
         scan_tree(on_disk, meta, &mut entries)?;
+        Ok(entries)
+    };
+    let mut results: Vec<(usize, Result<Vec<Entry>>)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads.clamp(1, paths.len().max(1)))
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    // Paths are taken in increasing order and no new one after a failure,
+                    // so every path before the first failing one is scanned too.
+                    while !failed.load(Ordering::Relaxed) {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(path) = paths.get(i) else { break };
+                        let result = scan_one(path);
+                        failed.fetch_or(result.is_err(), Ordering::Relaxed);
+                        done.push((i, result));
+                    }
+                    done
+                })
+            })
+            .collect();
+        workers.into_iter().flat_map(|w| w.join().unwrap_or_default()).collect()
+    });
+    results.sort_by_key(|(i, _)| *i);
+    let trees: Vec<Vec<Entry>> = results.into_iter().map(|(_, r)| r).collect::<Result<_>>()?;
+    if trees.len() != paths.len() {
+        bail!("internal error: {} of {} store paths were scanned", trees.len(), paths.len());
     }
-    Ok(LayerSource::Entries { entries, owner })
+    Ok(trees)
 }
 
 fn scan_tree(path: &Path, meta: fs::Metadata, entries: &mut Vec<Entry>) -> Result<()> {
@@ -135,7 +176,8 @@ fn sorted_children(dir: &Path) -> Result<Vec<(PathBuf, fs::Metadata)>> {
     for item in fs::read_dir(dir).map_err(read)? {
         let item = item.map_err(read)?;
         let path = item.path();
-        let meta = fs::symlink_metadata(&path).with_context(|| format!("cannot stat `{}`", path.display()))?;
+        // Relative to the open directory (no path walk), and like lstat: links not followed.
+        let meta = item.metadata().with_context(|| format!("cannot stat `{}`", path.display()))?;
         children.push((path, meta));
     }
     children.sort_by(|a, b| a.0.file_name().cmp(&b.0.file_name()));

@@ -227,6 +227,24 @@ fn store_path_missing_on_disk() {
 }
 
 #[test]
+fn of_several_missing_store_paths_the_first_in_plan_order_is_named_whatever_the_threads() {
+    let (mut fixture, _) = small();
+    let ghosts: Vec<String> = (1..=6).map(|i| fixture.store_path(&format!("ghost{i}"))).collect();
+    for ghost in &ghosts {
+        fixture.add_entry(ghost, &[]);
+    }
+    let file = fixture.write_attrs("bad.attrs.json", &fixture.attrs());
+    let file = file.to_str().unwrap();
+    let one = fails(&fixture, &["build", "--attrs", file, "--threads", "1"], &["missing"]);
+    let named: Vec<&String> = ghosts.iter().filter(|g| one.contains(g.as_str())).collect();
+    assert_eq!(named.len(), 1, "the error names one missing path: {one}");
+    for threads in ["2", "4", "16"] {
+        let many = fails(&fixture, &["build", "--attrs", file, "--threads", threads], &["missing"]);
+        assert_eq!(many, one, "--threads {threads} names another path than --threads 1");
+    }
+}
+
+#[test]
 fn special_file_in_a_store_path() {
     let (mut fixture, _) = small();
     let pipes = fixture.add_path("pipes", &[file("bin/tool", b"tool\n", 0o555)], &[]);
@@ -342,7 +360,7 @@ mod changed_size {
         let file = fixture.write_attrs("attrs.json", &attrs);
         let store = fixture.store();
         let image = plan_image(&Attrs::read(&file).unwrap(), &store).unwrap();
-        let layers = image.scan_layers(&store).unwrap();
+        let layers = image.scan_layers(&store, 2).unwrap();
         let target = format!("{}/bin/hello", fixture.store_path("hello"));
         fs::set_permissions(&target, fs::Permissions::from_mode(0o644)).unwrap();
         change(Path::new(&target));
@@ -376,7 +394,7 @@ mod changed_size {
         let file = fixture.write_attrs("attrs.json", &attrs);
         let store = fixture.store();
         let image = plan_image(&Attrs::read(&file).unwrap(), &store).unwrap();
-        let layers = image.scan_layers(&store).unwrap();
+        let layers = image.scan_layers(&store, 2).unwrap();
         let mut bytes = Vec::new();
         write_docker_archive(&mut bytes, &image.spec, &layers, 2).unwrap();
         assert!(bytes == fixture.build(&attrs), "the library and the binary disagree");
