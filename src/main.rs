@@ -171,8 +171,9 @@ fn read_graph_file(path: &Path, key: &str) -> Result<Attrs> {
 fn build_cmd(io: InputOutput, threads: usize, store_dir: &str) -> Result<()> {
     let attrs = read_attrs(io.attrs.as_deref())?;
     let image = plan_image(&attrs, store_dir)?;
-    let layers = image.scan_layers(store_dir, threads)?;
     let target = out_path(io.out, &attrs)?;
+    drop(attrs); // the plan has what is needed; the raw closure JSON can go
+    let layers = image.scan_layers(store_dir, threads)?;
     let mut file = AtomicFile::create(&target)?;
     let mut out = Compressed::new(file.writer(), image.spec.compressor, threads)?;
     write_docker_archive(&mut out, &image.spec, &layers, threads)?;
@@ -183,6 +184,7 @@ fn build_cmd(io: InputOutput, threads: usize, store_dir: &str) -> Result<()> {
 fn stream_cmd(file: Option<PathBuf>, threads: usize, store_dir: &str) -> Result<()> {
     let attrs = read_attrs(file.as_deref())?;
     let image = plan_image(&attrs, store_dir)?;
+    drop(attrs); // the plan has what is needed; the raw closure JSON can go
     let layers = image.scan_layers(store_dir, threads)?;
     let mut stdout = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
     write_docker_archive(&mut stdout, &image.spec, &layers, threads)
