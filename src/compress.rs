@@ -4,8 +4,8 @@
 //! gzip member (RFC 1952 allows any number; gzip, pigz and Go's reader used by
 //! `docker load` read them all), written in order. The cut points do not depend on the
 //! thread count, so neither do the bytes.
-//! zstd: libzstd's multi-threaded mode, which gives the same bytes for any worker count
-//! of one or more; we always ask for at least one worker.
+//! zstd: libzstd's multi-threaded mode with a fixed job size, which gives the same bytes
+//! for any worker count of one or more; we always ask for at least one worker.
 
 use crate::attrs::Compressor;
 use anyhow::{Context, Result};
@@ -23,6 +23,10 @@ const GZ_BLOCK: usize = 1 << 20;
 pub const GZ_LEVEL: u32 = 6;
 /// zstd level (the zstd command's default).
 pub const ZSTD_LEVEL: i32 = 3;
+/// Uncompressed bytes per zstd job. libzstd's default at level 3 is 8 MiB, and its
+/// buffers grew to 130 MB on a 2.6 GB image; 4 MiB jobs keep them near 80 MB for 0.25%
+/// more output and the same speed. The jobs' cut points, hence the bytes, are fixed.
+const ZSTD_JOB_SIZE: u32 = 4 << 20;
 
 /// A writer that compresses as `compressor` says; [`Compressed::finish`] returns the inner writer.
 pub enum Compressed<W: Write> {
@@ -47,6 +51,9 @@ impl<W: Write> Compressed<W> {
                 let mut encoder = zstd::stream::write::Encoder::new(inner, ZSTD_LEVEL).context("cannot start zstd")?;
                 encoder.multithread(threads.max(1) as u32).context("cannot start zstd workers")?;
                 encoder.include_checksum(true).context("cannot configure zstd")?;
+                encoder
+                    .set_parameter(zstd::stream::raw::CParameter::JobSize(ZSTD_JOB_SIZE))
+                    .context("cannot set the zstd job size")?;
                 Compressed::Zstd(encoder)
             }
         })
