@@ -90,10 +90,11 @@ impl LayerSource {
 /// The entries of a store layer: the store directory's own entries, then each tree of
 /// `trees` (from [`scan_store_paths`]) in order.
 pub fn store_layer(store_dir: &str, trees: Vec<Vec<Entry>>, owner: Owner) -> LayerSource {
+    let components: Vec<&str> = store_dir.split('/').filter(|c| !c.is_empty()).collect();
     // Sized once: a layer of 100,000 paths would otherwise be copied as it grows.
-    let mut entries = Vec::with_capacity(store_dir.len() + trees.iter().map(Vec::len).sum::<usize>());
+    let mut entries = Vec::with_capacity(components.len() + trees.iter().map(Vec::len).sum::<usize>());
     let mut prefix = Vec::new();
-    for component in store_dir.split('/').filter(|c| !c.is_empty()) {
+    for component in components {
         prefix.extend_from_slice(component.as_bytes());
         prefix.push(b'/');
         entries.push(Entry { name: prefix.clone(), kind: Kind::Directory, mode: 0o755, size: 0, link: Vec::new() });
