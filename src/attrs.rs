@@ -4,6 +4,7 @@
 //! its own (`builder`, `system`, `outputs`) and one key per `exportReferencesGraph` entry.
 //! We read only the keys we need; each missing or mistyped one is an error naming the key.
 
+use crate::graph::Graph;
 use crate::store_path::{self, StorePath};
 use crate::time::Timestamp;
 use anyhow::{anyhow, bail, Context, Result};
@@ -11,15 +12,19 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 /// A parsed attributes file and where it came from.
 pub struct Attrs {
     /// The top-level JSON object, except its lists (see `lists`).
     pub map: Map<String, Value>,
-    /// Top-level list values (closure graphs, `contents`), kept as raw JSON and parsed on
-    /// demand: a 100,000-path graph as a `Value` tree takes several times its size.
-    pub lists: BTreeMap<String, Box<RawValue>>,
+    /// Where each top-level list value (closure graphs, `contents`) lies in `text`. Lists
+    /// are parsed on demand, straight from the file's text: a 100,000-path graph is 80 MB
+    /// of JSON, and a copy or a `Value` tree of it would take that again or several times.
+    lists: BTreeMap<String, Range<usize>>,
+    /// The file's text.
+    text: String,
     /// The file it was read from (for error messages).
     pub source: PathBuf,
 }
@@ -61,47 +66,59 @@ impl Attrs {
     pub fn read(path: &Path) -> Result<Attrs> {
         let bytes = std::fs::read(path)
             .with_context(|| format!("cannot read attributes file `{}`", path.display()))?;
-        let json = match bytes.strip_prefix(b"#!") {
-            Some(rest) => rest
-                .iter()
-                .position(|&b| b == b'\n')
-                .map_or(&[][..], |nl| &rest[nl + 1..]),
-            None => &bytes[..],
-        };
-        Attrs::parse(json, path)
+        Attrs::parse(bytes, path)
     }
 
-    /// Parses attributes from JSON text; `source` is named in errors.
+    /// Parses attributes from JSON text (after an optional `#!` line); `source` is named
+    /// in errors.
     ///
     /// # Errors
     /// Not JSON, or not a JSON object.
-    pub fn parse(json: &[u8], source: &Path) -> Result<Attrs> {
-        let raw: BTreeMap<String, Box<RawValue>> = serde_json::from_slice(json).with_context(|| {
-            match serde_json::from_slice::<Value>(json) {
+    pub fn parse(bytes: Vec<u8>, source: &Path) -> Result<Attrs> {
+        let text = String::from_utf8(bytes).map_err(|e| {
+            anyhow!("`{}` is not valid JSON: not UTF-8 at byte {}", source.display(), e.utf8_error().valid_up_to())
+        })?;
+        let json_start = match text.strip_prefix("#!") {
+            // JSON starts after the line's `\n`; `#!` is 2 bytes.
+            Some(rest) => rest.find('\n').map_or(text.len(), |nl| 2 + nl + 1),
+            None => 0,
+        };
+        let json = &text[json_start..];
+        let raw: BTreeMap<String, &RawValue> = serde_json::from_str(json).with_context(|| {
+            match serde_json::from_str::<Value>(json) {
                 Ok(other) => format!("`{}` must hold a JSON object, not {}", source.display(), type_name(&other)),
                 Err(_) => format!("`{}` is not valid JSON", source.display()),
             }
         })?;
-        let mut attrs = Attrs { map: Map::new(), lists: BTreeMap::new(), source: source.to_path_buf() };
+        let mut map = Map::new();
+        let mut lists = BTreeMap::new();
         for (key, value) in raw {
-            if value.get().starts_with('[') {
-                attrs.lists.insert(key, value);
+            let value = value.get();
+            if value.starts_with('[') {
+                // `value` is a slice of `text`: keep where it is, not a copy.
+                let start = value.as_ptr() as usize - text.as_ptr() as usize;
+                lists.insert(key, start..start + value.len());
             } else {
-                let value = serde_json::from_str(value.get()).with_context(|| format!("key `{key}`"))?;
-                attrs.map.insert(key, value);
+                let value = serde_json::from_str(value).with_context(|| format!("key `{key}`"))?;
+                map.insert(key, value);
             }
         }
-        Ok(attrs)
+        Ok(Attrs { map, lists, text, source: source.to_path_buf() })
+    }
+
+    /// The JSON text of the top-level list at `key`.
+    fn list(&self, key: &str) -> Option<&str> {
+        self.lists.get(key).map(|range| &self.text[range.clone()])
     }
 
     /// The whole object again, as JSON text (keys sorted).
     pub fn to_json(&self) -> Result<String> {
-        let mut all: BTreeMap<&str, Box<RawValue>> = BTreeMap::new();
+        let mut all: BTreeMap<&str, Cow<'_, RawValue>> = BTreeMap::new();
         for (key, value) in &self.map {
-            all.insert(key, serde_json::value::to_raw_value(value)?);
+            all.insert(key, Cow::Owned(serde_json::value::to_raw_value(value)?));
         }
-        for (key, value) in &self.lists {
-            all.insert(key, value.clone());
+        for (key, range) in &self.lists {
+            all.insert(key, Cow::Borrowed(serde_json::from_str(&self.text[range.clone()])?));
         }
         Ok(serde_json::to_string(&all)?)
     }
@@ -109,9 +126,9 @@ impl Attrs {
     /// The value at `key`, treating JSON `null` as absent. Lists are parsed on demand,
     /// so a list given where a scalar belongs is seen, and rejected, by the caller.
     pub fn get(&self, key: &str) -> Option<Cow<'_, Value>> {
-        if let Some(raw) = self.lists.get(key) {
-            // A RawValue holds valid JSON, which always parses into a Value.
-            return serde_json::from_str(raw.get()).ok().map(Cow::Owned);
+        if let Some(text) = self.list(key) {
+            // A list's text was parsed as JSON once, so it parses into a Value.
+            return serde_json::from_str(text).ok().map(Cow::Owned);
         }
         self.map.get(key).filter(|v| !v.is_null()).map(Cow::Borrowed)
     }
@@ -157,13 +174,14 @@ impl Attrs {
         }
     }
 
-    /// The closure graph stored under `key` (an `exportReferencesGraph` entry).
+    /// The closure graph stored under `key` (an `exportReferencesGraph` entry). Its
+    /// strings borrow from the attrs text.
     ///
     /// # Errors
     /// The key is missing, is not a list, or an entry lacks `path`/`references` or has a
     /// mistyped `narSize`.
-    pub fn graph(&self, key: &str) -> Result<Vec<GraphEntry>> {
-        let Some(raw) = self.lists.get(key) else {
+    pub fn graph(&self, key: &str) -> Result<Vec<GraphEntry<'_>>> {
+        let Some(text) = self.list(key) else {
             if let Some(other) = self.get(key) {
                 bail!("key `{key}`: expected a list of path entries, got {}", type_name(&other));
             }
@@ -172,21 +190,24 @@ impl Attrs {
                 self.source.display()
             );
         };
-        match serde_json::from_str::<Vec<TypedEntry>>(raw.get()) {
+        match serde_json::from_str::<Vec<TypedEntry>>(text) {
             Ok(entries) => entries
                 .into_iter()
                 .enumerate()
                 .map(|(i, e)| {
                     if let Some(hash) = &e.nar_hash {
-                        check_nar_hash(&format!("{key}[{i}]"), &e.path, hash)?;
+                        check_nar_hash(&format!("{key}[{i}]"), &e.path.0, &hash.0)?;
                     }
-                    Ok(GraphEntry { path: e.path, references: e.references, nar_size: e.nar_size.unwrap_or(0) })
+                    Ok(GraphEntry {
+                        path: e.path.0,
+                        references: e.references.into_iter().map(|r| r.0).collect(),
+                        nar_size: e.nar_size.unwrap_or(0),
+                    })
                 })
                 .collect(),
             // The fast typed parse failed: find and name the culprit the slow way.
             Err(typed_error) => {
-                let value: Value = serde_json::from_str(raw.get())?;
-                parse_graph(key, &value)?;
+                check_graph(key, &serde_json::from_str(text)?)?;
                 Err(anyhow!("key `{key}`: {typed_error}"))
             }
         }
@@ -195,63 +216,84 @@ impl Attrs {
 
 /// A graph entry as Nix writes it (other keys, such as `closureSize` and `ca`, ignored).
 #[derive(serde::Deserialize)]
-struct TypedEntry {
-    path: String,
-    references: Vec<String>,
+struct TypedEntry<'a> {
+    #[serde(borrow)]
+    path: Text<'a>,
+    #[serde(borrow)]
+    references: Vec<Text<'a>>,
     #[serde(rename = "narSize")]
     nar_size: Option<u64>,
-    #[serde(rename = "narHash")]
-    nar_hash: Option<String>,
+    #[serde(borrow, rename = "narHash")]
+    nar_hash: Option<Text<'a>>,
+}
+
+/// A JSON string, borrowed from the input unless it holds escapes. (serde's own
+/// `Cow<str>` borrows only as a field of its own, not inside a `Vec`.)
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for Text<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TextVisitor<'a>(std::marker::PhantomData<&'a str>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for TextVisitor<'a> {
+            type Value = Text<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Text<'a>, E> {
+                Ok(Text(Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Text<'a>, E> {
+                Ok(Text(Cow::Owned(s.to_string())))
+            }
+        }
+        deserializer.deserialize_str(TextVisitor(std::marker::PhantomData))
+    }
 }
 
 /// One path of an `exportReferencesGraph` closure, as Nix writes it.
 #[derive(Clone, Debug)]
-pub struct GraphEntry {
+pub struct GraphEntry<'a> {
     /// The store path.
-    pub path: String,
+    pub path: Cow<'a, str>,
     /// Paths it refers to; usually includes itself.
-    pub references: Vec<String>,
+    pub references: Vec<Cow<'a, str>>,
     /// Size of its NAR serialisation (0 when absent).
     pub nar_size: u64,
 }
 
-fn parse_graph(key: &str, value: &Value) -> Result<Vec<GraphEntry>> {
+/// Names the first entry of a graph that is not as Nix writes it.
+fn check_graph(key: &str, value: &Value) -> Result<()> {
     let Value::Array(items) = value else {
         bail!("key `{key}`: expected a list of path entries, got {}", type_name(value));
     };
-    items
-        .iter()
-        .enumerate()
-        .map(|(i, item)| {
-            let at = format!("{key}[{i}]");
-            let Value::Object(entry) = item else {
-                bail!("`{at}`: expected an object, got {}", type_name(item));
-            };
-            let path = match entry.get("path") {
-                Some(v) => as_str(&format!("{at}.path"), v)?.to_string(),
-                None => bail!("`{at}` has no `path` key"),
-            };
-            let references = match entry.get("references") {
-                Some(Value::Array(refs)) => refs
-                    .iter()
-                    .enumerate()
-                    .map(|(j, r)| as_str(&format!("{at}.references[{j}]"), r).map(str::to_string))
-                    .collect::<Result<Vec<_>>>()?,
-                Some(v) => bail!("`{at}.references` ({path}): expected a list, got {v}"),
-                None => bail!("`{at}` ({path}) has no `references` key"),
-            };
-            let nar_size = match entry.get("narSize") {
-                None => 0,
-                Some(v) => v.as_u64().ok_or_else(|| {
-                    anyhow!("`{at}.narSize` ({path}): expected a non-negative integer, got {v}")
-                })?,
-            };
-            if let Some(hash) = entry.get("narHash") {
-                check_nar_hash(&at, &path, as_str(&format!("{at}.narHash"), hash)?)?;
+    for (i, item) in items.iter().enumerate() {
+        let at = format!("{key}[{i}]");
+        let Value::Object(entry) = item else {
+            bail!("`{at}`: expected an object, got {}", type_name(item));
+        };
+        let path = match entry.get("path") {
+            Some(v) => as_str(&format!("{at}.path"), v)?,
+            None => bail!("`{at}` has no `path` key"),
+        };
+        match entry.get("references") {
+            Some(Value::Array(refs)) => {
+                for (j, r) in refs.iter().enumerate() {
+                    as_str(&format!("{at}.references[{j}]"), r)?;
+                }
             }
-            Ok(GraphEntry { path, references, nar_size })
-        })
-        .collect()
+            Some(v) => bail!("`{at}.references` ({path}): expected a list, got {v}"),
+            None => bail!("`{at}` ({path}) has no `references` key"),
+        }
+        if let Some(v) = entry.get("narSize") {
+            if v.as_u64().is_none() {
+                bail!("`{at}.narSize` ({path}): expected a non-negative integer, got {v}");
+            }
+        }
+        if let Some(hash) = entry.get("narHash") {
+            check_nar_hash(&at, path, as_str(&format!("{at}.narHash"), hash)?)?;
+        }
+    }
+    Ok(())
 }
 
 /// Accepts `sha256:<52 nix-base32>`, `sha256:<64 hex>` and SRI `sha256-<base64>`; the
@@ -332,8 +374,8 @@ pub struct ImageSpec {
     pub include_store_paths: bool,
     /// A prebuilt last layer (`<path>/layer.tar`), from extraCommands/fakeRootCommands.
     pub customisation_layer: Option<StorePath>,
-    /// The closure graph (`exportReferencesGraph.closure`).
-    pub closure: Vec<GraphEntry>,
+    /// The closure graph (`exportReferencesGraph.closure`), checked.
+    pub closure: Graph,
     /// `outputs.out`, when Nix gave one.
     pub out: Option<String>,
 }
@@ -407,7 +449,11 @@ impl ImageSpec {
         // Nix writes no key at all for an empty root set, so an absent `closure` is an
         // empty closure, unless contents need it.
         let needs_closure = include_store_paths && !(contents.is_empty() && customisation_layer.is_none());
-        let closure = if attrs.has("closure") || needs_closure { attrs.graph("closure")? } else { Vec::new() };
+        let closure = if attrs.has("closure") || needs_closure {
+            Graph::new(&attrs.graph("closure")?).context("key `closure`")?
+        } else {
+            Graph::default()
+        };
         Ok(ImageSpec {
             name,
             tag,

@@ -11,6 +11,7 @@ use anyhow::{bail, Result};
 use std::collections::HashMap;
 
 /// A checked closure graph. Node `i` is `paths[i]`; nodes are in the input's order.
+#[derive(Default)]
 pub struct Graph {
     /// The store path of each node.
     pub paths: Vec<String>,
@@ -22,7 +23,8 @@ pub struct Graph {
     pub parents: Vec<Vec<u32>>,
     /// Every node, each after all nodes that reference it.
     pub topo_order: Vec<u32>,
-    index: HashMap<String, u32>,
+    /// Every node, sorted by path: the index that [`Graph::node`] searches.
+    by_path: Vec<u32>,
 }
 
 impl Graph {
@@ -32,20 +34,20 @@ impl Graph {
     /// A path listed twice, a reference to a path not in the graph (naming both), or a
     /// reference cycle (naming its paths).
     pub fn new(entries: &[GraphEntry]) -> Result<Graph> {
-        let mut paths = Vec::with_capacity(entries.len());
-        let mut index = HashMap::with_capacity(entries.len());
+        // Borrows the entries' paths while references are resolved; the graph keeps one
+        // copy of each path (100,000 paths are tens of MB of strings).
+        let mut index: HashMap<&str, u32> = HashMap::with_capacity(entries.len());
         for (i, entry) in entries.iter().enumerate() {
-            if index.insert(entry.path.clone(), i as u32).is_some() {
+            if index.insert(&entry.path, i as u32).is_some() {
                 bail!("closure graph lists `{}` twice", entry.path);
             }
-            paths.push(entry.path.clone());
         }
         let mut children = Vec::with_capacity(entries.len());
         let mut parents = vec![Vec::new(); entries.len()];
         for (i, entry) in entries.iter().enumerate() {
             let mut refs = Vec::with_capacity(entry.references.len());
             for reference in &entry.references {
-                let Some(&j) = index.get(reference.as_str()) else {
+                let Some(&j) = index.get(reference.as_ref()) else {
                     bail!(
                         "`{}` refers to `{reference}`, which is not in the closure graph",
                         entry.path
@@ -62,14 +64,18 @@ impl Graph {
             }
             children.push(refs);
         }
+        drop(index);
+        let paths: Vec<String> = entries.iter().map(|e| e.path.to_string()).collect();
         let topo_order = topological_order(&paths, &children, &parents)?;
+        let mut by_path: Vec<u32> = (0..paths.len() as u32).collect();
+        by_path.sort_unstable_by(|&a, &b| paths[a as usize].cmp(&paths[b as usize]));
         Ok(Graph {
             paths,
             nar_sizes: entries.iter().map(|e| e.nar_size).collect(),
             children,
             parents,
             topo_order,
-            index,
+            by_path,
         })
     }
 
@@ -85,7 +91,9 @@ impl Graph {
 
     /// The node of `path`, if it is in the graph.
     pub fn node(&self, path: &str) -> Option<u32> {
-        self.index.get(path).copied()
+        let paths = &self.paths;
+        let found = self.by_path.binary_search_by(|&v| paths[v as usize].as_str().cmp(path));
+        found.ok().map(|i| self.by_path[i])
     }
 }
 

@@ -163,7 +163,7 @@ fn read_graph_file(path: &Path, key: &str) -> Result<Attrs> {
         let mut wrapped = format!("{{{}:", serde_json::to_string(key)?).into_bytes();
         wrapped.extend_from_slice(&text);
         wrapped.push(b'}');
-        return Attrs::parse(&wrapped, path);
+        return Attrs::parse(wrapped, path);
     }
     Attrs::read(path)
 }
@@ -174,9 +174,10 @@ fn build_cmd(io: InputOutput, threads: usize, store_dir: &str) -> Result<()> {
     let target = out_path(io.out, &attrs)?;
     drop(attrs); // the plan has what is needed; the raw closure JSON can go
     let layers = image.scan_layers(store_dir, threads)?;
+    let spec = image.into_spec();
     let mut file = AtomicFile::create(&target)?;
-    let mut out = Compressed::new(file.writer(), image.spec.compressor, threads)?;
-    write_docker_archive(&mut out, &image.spec, &layers, threads)?;
+    let mut out = Compressed::new(file.writer(), spec.compressor, threads)?;
+    write_docker_archive(&mut out, &spec, &layers, threads)?;
     out.finish().context("cannot write the image")?;
     file.commit(0o444)
 }
@@ -186,8 +187,9 @@ fn stream_cmd(file: Option<PathBuf>, threads: usize, store_dir: &str) -> Result<
     let image = plan_image(&attrs, store_dir)?;
     drop(attrs); // the plan has what is needed; the raw closure JSON can go
     let layers = image.scan_layers(store_dir, threads)?;
+    let spec = image.into_spec();
     let mut stdout = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
-    write_docker_archive(&mut stdout, &image.spec, &layers, threads)
+    write_docker_archive(&mut stdout, &spec, &layers, threads)
 }
 
 /// The longest `#!` line Linux reads (BINPRM_BUF_SIZE), newline excluded.

@@ -28,9 +28,7 @@ pub struct PlannedImage {
 /// Any bad attribute or graph.
 pub fn plan_image(attrs: &Attrs, store_dir: &str) -> Result<PlannedImage> {
     let mut spec = ImageSpec::from_attrs(attrs, store_dir)?;
-    // The graph holds all we need of the closure's entries: free them (100,000 paths
-    // are tens of MB).
-    let graph = Graph::new(&std::mem::take(&mut spec.closure)).context("key `closure`")?;
+    let graph = std::mem::take(&mut spec.closure);
     // Only real store paths may enter an image: no `..`, nothing outside the store.
     let store_paths = graph
         .paths
@@ -44,6 +42,12 @@ pub fn plan_image(attrs: &Attrs, store_dir: &str) -> Result<PlannedImage> {
 }
 
 impl PlannedImage {
+    /// The spec alone: once the layers are scanned, the graph and plan (tens of MB for
+    /// 100,000 paths) are no longer needed while the image is written.
+    pub fn into_spec(self) -> ImageSpec {
+        self.spec
+    }
+
     /// Scans every layer's files on disk (metadata only, on `threads` workers) and returns
     /// the image's layers.
     ///

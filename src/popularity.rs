@@ -316,9 +316,10 @@ impl DominatorTree {
 mod tests {
     use super::*;
     use crate::attrs::GraphEntry;
+    use std::borrow::Cow;
 
-    fn path(name: &str) -> String {
-        format!("/nix/store/{}-{name}", "0".repeat(32))
+    fn path(name: &str) -> Cow<'static, str> {
+        format!("/nix/store/{}-{name}", "0".repeat(32)).into()
     }
 
     fn graph(edges: &[(&str, &[&str])]) -> Graph {

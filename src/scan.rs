@@ -151,17 +151,17 @@ pub fn scan_store_paths(paths: &[&StorePath], threads: usize) -> Result<Vec<Vec<
 }
 
 fn scan_tree(path: &Path, meta: fs::Metadata, entries: &mut Vec<Entry>) -> Result<()> {
-    let name = path.as_os_str().as_bytes()[1..].to_vec();
+    let name = &path.as_os_str().as_bytes()[1..];
     let mode = meta.permissions().mode() & 0o7777;
     let file_type = meta.file_type();
     if file_type.is_symlink() {
         let target = fs::read_link(path).with_context(|| format!("cannot read symlink `{}`", path.display()))?;
-        entries.push(Entry { name, kind: Kind::Symlink, mode: 0o777, size: 0, link: target.into_os_string().into_vec() });
+        entries.push(Entry { name: name.to_vec(), kind: Kind::Symlink, mode: 0o777, size: 0, link: target.into_os_string().into_vec() });
     } else if file_type.is_file() {
-        entries.push(Entry { name, kind: Kind::File, mode, size: meta.len(), link: Vec::new() });
+        entries.push(Entry { name: name.to_vec(), kind: Kind::File, mode, size: meta.len(), link: Vec::new() });
     } else if file_type.is_dir() {
-        let mut dir_name = name;
-        dir_name.push(b'/');
+        // Sized exactly (a `push` onto a full Vec doubles it, for every directory).
+        let dir_name = [name, b"/"].concat();
         entries.push(Entry { name: dir_name, kind: Kind::Directory, mode, size: 0, link: Vec::new() });
         for (child, child_meta) in sorted_children(path)? {
             scan_tree(&child, child_meta, entries)?;

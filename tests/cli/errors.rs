@@ -79,6 +79,15 @@ fn malformed_json() {
 }
 
 #[test]
+fn attrs_not_utf8() {
+    let (fixture, _) = small();
+    let bad = fixture.dir.path().join("latin1.attrs.json");
+    fs::write(&bad, b"{\"name\": \"caf\xe9\"}").unwrap();
+    let out = fixture.out("image.tar");
+    fails(&fixture, &["build", "--attrs", bad.to_str().unwrap(), "--out", out.to_str().unwrap()], &[bad.to_str().unwrap(), "not valid JSON", "not UTF-8 at byte 13"]);
+}
+
+#[test]
 fn attrs_not_an_object() {
     let (fixture, _) = small();
     let bad = fixture.dir.path().join("list.attrs.json");

@@ -114,6 +114,20 @@ fn a_bare_list_file_is_read_as_the_graph() {
     assert_eq!(String::from_utf8(stdout).unwrap(), [f, e, d, c, b, g, a].map(|p| p + "\n").concat());
 }
 
+#[test]
+fn escaped_json_strings_read_like_plain_ones() {
+    // Nix never escapes `/` in a path, but JSON allows it, and a string with escapes
+    // cannot be borrowed from the file's text: both forms must give the same order.
+    let mut fixture = Fixture::new();
+    let [a, b, c, d, e, f, g] = worked_example(&mut fixture);
+    let plain = serde_json::to_string(&json!({ "graph": fixture.closure() })).unwrap();
+    let escaped = fixture.dir.path().join("escaped.json");
+    fs::write(&escaped, plain.replace('/', "\\/")).unwrap();
+    assert!(!fs::read_to_string(&escaped).unwrap().contains("\"/"), "every path is escaped");
+    let stdout = fixture.run_ok(&["popularity", escaped.to_str().unwrap()]);
+    assert_eq!(String::from_utf8(stdout).unwrap(), [f, e, d, c, b, g, a].map(|p| p + "\n").concat());
+}
+
 /// The builder attrs for the `seed-example` vector: its graph and an `outputs.out`.
 fn builder_attrs(fixture: &Fixture, out: &str) -> (Value, Vec<u8>) {
     let dir = vector_dir();
