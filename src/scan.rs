@@ -20,11 +20,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// One tar entry. Data of a [`Kind::File`] entry is read from `/` + `name` when written.
+/// A closure can have hundreds of thousands: names are boxed slices, sized exactly.
 #[derive(Clone, Debug)]
 pub struct Entry {
     /// Tar name: relative, directories end with `/`. For store files it is the absolute
     /// path without its leading `/`.
-    pub name: Vec<u8>,
+    pub name: Box<[u8]>,
     /// File, directory or symlink.
     pub kind: Kind,
     /// Permission bits.
@@ -32,7 +33,7 @@ pub struct Entry {
     /// Data size (files only).
     pub size: u64,
     /// Symlink target (symlinks only).
-    pub link: Vec<u8>,
+    pub link: Box<[u8]>,
 }
 
 impl Entry {
@@ -97,7 +98,7 @@ pub fn store_layer(store_dir: &str, trees: Vec<Vec<Entry>>, owner: Owner) -> Lay
     for component in components {
         prefix.extend_from_slice(component.as_bytes());
         prefix.push(b'/');
-        entries.push(Entry { name: prefix.clone(), kind: Kind::Directory, mode: 0o755, size: 0, link: Vec::new() });
+        entries.push(Entry { name: prefix.clone().into(), kind: Kind::Directory, mode: 0o755, size: 0, link: Box::default() });
     }
     for tree in trees {
         entries.extend(tree);
@@ -120,6 +121,7 @@ pub fn scan_store_paths(paths: &[&StorePath], threads: usize) -> Result<Vec<Vec<
             .with_context(|| format!("store path `{path}` is missing on disk or unreadable"))?;
         let mut entries = Vec::new();
         scan_tree(on_disk, meta, &mut entries)?;
+        entries.shrink_to_fit();
         Ok(entries)
     };
     let mut results: Vec<(usize, Result<Vec<Entry>>)> = std::thread::scope(|scope| {
@@ -156,13 +158,13 @@ fn scan_tree(path: &Path, meta: fs::Metadata, entries: &mut Vec<Entry>) -> Resul
     let file_type = meta.file_type();
     if file_type.is_symlink() {
         let target = fs::read_link(path).with_context(|| format!("cannot read symlink `{}`", path.display()))?;
-        entries.push(Entry { name: name.to_vec(), kind: Kind::Symlink, mode: 0o777, size: 0, link: target.into_os_string().into_vec() });
+        let link = target.into_os_string().into_vec().into();
+        entries.push(Entry { name: name.into(), kind: Kind::Symlink, mode: 0o777, size: 0, link });
     } else if file_type.is_file() {
-        entries.push(Entry { name: name.to_vec(), kind: Kind::File, mode, size: meta.len(), link: Vec::new() });
+        entries.push(Entry { name: name.into(), kind: Kind::File, mode, size: meta.len(), link: Box::default() });
     } else if file_type.is_dir() {
-        // Sized exactly (a `push` onto a full Vec doubles it, for every directory).
-        let dir_name = [name, b"/"].concat();
-        entries.push(Entry { name: dir_name, kind: Kind::Directory, mode, size: 0, link: Vec::new() });
+        let dir_name = [name, b"/"].concat().into();
+        entries.push(Entry { name: dir_name, kind: Kind::Directory, mode, size: 0, link: Box::default() });
         for (child, child_meta) in sorted_children(path)? {
             scan_tree(&child, child_meta, entries)?;
         }
@@ -282,11 +284,11 @@ fn flatten(tree: &BTreeMap<Vec<u8>, Node>, prefix: Vec<u8>, entries: &mut Vec<En
         match node {
             Node::Dir { children, .. } => {
                 path.push(b'/');
-                entries.push(Entry { name: path.clone(), kind: Kind::Directory, mode: 0o755, size: 0, link: Vec::new() });
+                entries.push(Entry { name: path.clone().into(), kind: Kind::Directory, mode: 0o755, size: 0, link: Box::default() });
                 flatten(children, path, entries);
             }
             Node::Link { target, .. } => {
-                entries.push(Entry { name: path, kind: Kind::Symlink, mode: 0o777, size: 0, link: target.clone() });
+                entries.push(Entry { name: path.into(), kind: Kind::Symlink, mode: 0o777, size: 0, link: target.as_slice().into() });
             }
         }
     }
