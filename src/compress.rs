@@ -12,6 +12,7 @@ use anyhow::{Context, Result};
 use flate2::write::DeflateEncoder;
 use flate2::Compression;
 use std::collections::VecDeque;
+use zstd::stream::raw::CParameter;
 use std::io::{self, Write};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
@@ -23,6 +24,13 @@ const GZ_BLOCK: usize = 1 << 20;
 pub const GZ_LEVEL: u32 = 6;
 /// zstd level (the zstd command's default).
 pub const ZSTD_LEVEL: i32 = 3;
+/// log2 of the entries in each of zstd's two match tables (level 3's defaults are 17 and
+/// 16). At 16 and 16 both tables, 512 KiB, stay in a core's L2 cache while the job's
+/// input streams through: measured on the bench closures, 4–5% less CPU and time, output the
+/// size of the `zstd -3` command's (+0.06% on the large closure, −0.05% on the medium),
+/// since libzstd 1.5.7's block splitting wins back what the smaller table loses.
+const ZSTD_HASH_LOG: u32 = 16;
+const ZSTD_CHAIN_LOG: u32 = 16;
 /// Uncompressed bytes per zstd job. libzstd's default at level 3 is 8 MiB, and its
 /// buffers grew to 130 MB on a 2.6 GB image; 4 MiB jobs keep them near 80 MB for 0.25%
 /// more output and the same speed. The jobs' cut points, hence the bytes, are fixed.
@@ -51,9 +59,9 @@ impl<W: Write> Compressed<W> {
                 let mut encoder = zstd::stream::write::Encoder::new(inner, ZSTD_LEVEL).context("cannot start zstd")?;
                 encoder.multithread(threads.max(1) as u32).context("cannot start zstd workers")?;
                 encoder.include_checksum(true).context("cannot configure zstd")?;
-                encoder
-                    .set_parameter(zstd::stream::raw::CParameter::JobSize(ZSTD_JOB_SIZE))
-                    .context("cannot set the zstd job size")?;
+                for parameter in [CParameter::JobSize(ZSTD_JOB_SIZE), CParameter::HashLog(ZSTD_HASH_LOG), CParameter::ChainLog(ZSTD_CHAIN_LOG)] {
+                    encoder.set_parameter(parameter).with_context(|| format!("cannot set zstd's {parameter:?}"))?;
+                }
                 Compressed::Zstd(encoder)
             }
         })
