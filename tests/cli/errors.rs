@@ -69,31 +69,30 @@ fn missing_attrs_file() {
     fails(&fixture, &["build", "--attrs", missing.to_str().unwrap(), "--out", out.to_str().unwrap()], &[missing.to_str().unwrap()]);
 }
 
+/// `build` on an attrs file holding `bytes` fails, naming the file and each of `expected`.
+fn raw_attrs_fail(file_name: &str, bytes: &[u8], expected: &[&str]) {
+    let (fixture, _) = small();
+    let bad = fixture.dir.path().join(file_name);
+    fs::write(&bad, bytes).unwrap();
+    let out = fixture.out("image.tar");
+    let mut wanted = vec![bad.to_str().unwrap()];
+    wanted.extend_from_slice(expected);
+    fails(&fixture, &["build", "--attrs", bad.to_str().unwrap(), "--out", out.to_str().unwrap()], &wanted);
+}
+
 #[test]
 fn malformed_json() {
-    let (fixture, _) = small();
-    let bad = fixture.dir.path().join("bad.attrs.json");
-    fs::write(&bad, b"{\"name\": \"x\", \"closure\": [").unwrap();
-    let out = fixture.out("image.tar");
-    fails(&fixture, &["build", "--attrs", bad.to_str().unwrap(), "--out", out.to_str().unwrap()], &[bad.to_str().unwrap(), "not valid JSON"]);
+    raw_attrs_fail("bad.attrs.json", b"{\"name\": \"x\", \"closure\": [", &["not valid JSON"]);
 }
 
 #[test]
 fn attrs_not_utf8() {
-    let (fixture, _) = small();
-    let bad = fixture.dir.path().join("latin1.attrs.json");
-    fs::write(&bad, b"{\"name\": \"caf\xe9\"}").unwrap();
-    let out = fixture.out("image.tar");
-    fails(&fixture, &["build", "--attrs", bad.to_str().unwrap(), "--out", out.to_str().unwrap()], &[bad.to_str().unwrap(), "not valid JSON", "not UTF-8 at byte 13"]);
+    raw_attrs_fail("latin1.attrs.json", b"{\"name\": \"caf\xe9\"}", &["not valid JSON", "not UTF-8 at byte 13"]);
 }
 
 #[test]
 fn attrs_not_an_object() {
-    let (fixture, _) = small();
-    let bad = fixture.dir.path().join("list.attrs.json");
-    fs::write(&bad, b"[{\"name\": \"x\"}]").unwrap();
-    let out = fixture.out("image.tar");
-    fails(&fixture, &["build", "--attrs", bad.to_str().unwrap(), "--out", out.to_str().unwrap()], &[bad.to_str().unwrap(), "object", "list"]);
+    raw_attrs_fail("list.attrs.json", b"[{\"name\": \"x\"}]", &["object", "list"]);
 }
 
 #[test]
