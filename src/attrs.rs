@@ -374,8 +374,6 @@ pub struct ImageSpec {
     pub include_store_paths: bool,
     /// A prebuilt last layer (`<path>/layer.tar`), from extraCommands/fakeRootCommands.
     pub customisation_layer: Option<StorePath>,
-    /// The closure graph (`exportReferencesGraph.closure`), checked.
-    pub closure: Graph,
     /// `outputs.out`, when Nix gave one.
     pub out: Option<String>,
 }
@@ -446,14 +444,6 @@ impl ImageSpec {
                     .context("key `customisationLayer`")?,
             ),
         };
-        // Nix writes no key at all for an empty root set, so an absent `closure` is an
-        // empty closure, unless contents need it.
-        let needs_closure = include_store_paths && !(contents.is_empty() && customisation_layer.is_none());
-        let closure = if attrs.has("closure") || needs_closure {
-            Graph::new(&attrs.graph("closure")?).context("key `closure`")?
-        } else {
-            Graph::default()
-        };
         Ok(ImageSpec {
             name,
             tag,
@@ -470,9 +460,23 @@ impl ImageSpec {
             compressor,
             include_store_paths,
             customisation_layer,
-            closure,
             out,
         })
+    }
+
+    /// The checked closure graph (`exportReferencesGraph.closure`).
+    ///
+    /// # Errors
+    /// `closure` is missing while contents need it, or is not a valid graph.
+    pub fn closure(&self, attrs: &Attrs) -> Result<Graph> {
+        // Nix writes no key at all for an empty root set, so an absent `closure` is an
+        // empty closure, unless contents need it.
+        let needs_closure =
+            self.include_store_paths && !(self.contents.is_empty() && self.customisation_layer.is_none());
+        if !attrs.has("closure") && !needs_closure {
+            return Ok(Graph::default());
+        }
+        Graph::new(&attrs.graph("closure")?).context("key `closure`")
     }
 
     /// `lowercase(name):tag`, the image's RepoTags entry.

@@ -27,8 +27,8 @@ pub struct PlannedImage {
 /// # Errors
 /// Any bad attribute or graph.
 pub fn plan_image(attrs: &Attrs, store_dir: &str) -> Result<PlannedImage> {
-    let mut spec = ImageSpec::from_attrs(attrs, store_dir)?;
-    let graph = std::mem::take(&mut spec.closure);
+    let spec = ImageSpec::from_attrs(attrs, store_dir)?;
+    let graph = spec.closure(attrs)?;
     // Only real store paths may enter an image: no `..`, nothing outside the store.
     let store_paths = graph
         .paths
