@@ -5,6 +5,7 @@
 //! We read only the keys we need; each missing or mistyped one is an error naming the key.
 
 use crate::graph::Graph;
+use crate::layering::{self, Strategy};
 use crate::store_path::{self, StorePath};
 use crate::time::Timestamp;
 use anyhow::{anyhow, bail, Context, Result};
@@ -358,6 +359,8 @@ pub struct ImageSpec {
     pub mtime: Timestamp,
     /// Total layer budget, customisation layer included.
     pub max_layers: usize,
+    /// How store paths are split into layers (`layering`, or `layeringPipeline`).
+    pub layering: Strategy,
     /// Owner of store-layer entries.
     pub uid: u64,
     /// Group of store-layer entries.
@@ -430,6 +433,16 @@ impl ImageSpec {
         if max_layers < 2 {
             bail!("key `maxLayers`: {max_layers} is too small; it must be at least 2 (one store layer and the customisation layer)");
         }
+        let layering = match attrs.get("layeringPipeline") {
+            Some(pipeline) => match pipeline.as_ref() {
+                Value::Array(_) => Strategy::Pipeline(pipeline.into_owned()),
+                other => bail!("key `layeringPipeline`: expected a list of [function, arguments…] steps, got {other}"),
+            },
+            None => match attrs.get("layering") {
+                Some(v) => Strategy::from_name(as_str("layering", &v)?).context("key `layering`")?,
+                None => layering::DEFAULT,
+            },
+        };
         let compressor = match attrs.string_or("compressor", "gz")?.as_str() {
             "none" => Compressor::None,
             "gz" => Compressor::Gz,
@@ -452,6 +465,7 @@ impl ImageSpec {
             created,
             mtime,
             max_layers: usize::try_from(max_layers).unwrap_or(usize::MAX),
+            layering,
             uid: attrs.int_or("uid", 0)?,
             gid: attrs.int_or("gid", 0)?,
             uname: attrs.string_or("uname", "root")?,

@@ -2,7 +2,8 @@
 //!
 //! The data flows one way, one module per stage:
 //! [`attrs`] (`.attrs.json` → checked values) → [`graph`] (the closure as a DAG) →
-//! [`popularity`] (nixpkgs' order, exactly) → [`plan`] (which path goes in which layer) →
+//! [`layering`] (which path goes in which store layer: one strategy per file, among them
+//! [`popularity`], nixpkgs' order exactly) → [`plan`] (the image's layers) →
 //! [`scan`] (the files of each layer, sized from metadata) → [`layer`] (tar bytes) →
 //! [`archive`] (docker-archive, layers produced and hashed in parallel, written once) →
 //! [`compress`] and [`output`] (gzip/zstd, atomic file output).
@@ -14,6 +15,7 @@ pub mod attrs;
 pub mod compress;
 pub mod graph;
 pub mod layer;
+pub mod layering;
 pub mod output;
 pub mod pipeline;
 pub mod plan;

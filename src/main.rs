@@ -6,6 +6,7 @@ use nix_layers::archive::write_docker_archive;
 use nix_layers::attrs::{self, Attrs};
 use nix_layers::compress::Compressed;
 use nix_layers::graph::Graph;
+use nix_layers::layering::{self, Input, Strategy};
 use nix_layers::output::{write_atomically, AtomicFile};
 use nix_layers::pipeline::plan_image;
 use nix_layers::popularity;
@@ -62,7 +63,31 @@ enum Command {
         #[command(flatten)]
         io: InputOutput,
     },
-    /// Print the layer plan: layer number, store paths, narSize, popularity.
+    /// Print a closure's store layers as one JSON list of lists of store paths (the
+    /// shape nixpkgs' auto-layer.py prints), at most N−1 of them (one layer is kept for
+    /// the customisation layer).
+    Layers {
+        /// A JSON file holding the graph under KEY (or a bare list of path entries).
+        file: PathBuf,
+        /// The key of the graph in FILE.
+        #[arg(default_value = "graph")]
+        key: String,
+        /// The strategy: popularity, autolayer or reuse.
+        #[arg(long, value_name = "NAME", default_value = layering::DEFAULT.name())]
+        layering: String,
+        /// The image's total layer budget, customisation layer included.
+        #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u64).range(2..))]
+        max_layers: u64,
+        /// A nixpkgs layeringPipeline (JSON list) to use instead of --layering; as in
+        /// nixpkgs, it alone decides the layers (--max-layers is ignored).
+        #[arg(long, value_name = "FILE", conflicts_with = "layering")]
+        pipeline: Option<PathBuf>,
+        /// Store paths to leave out, one per line (auto-layer.py's IGNORE_FILE).
+        #[arg(long, value_name = "FILE")]
+        ignore: Option<PathBuf>,
+    },
+    /// Print the layer plan: the strategy, then per layer its store paths, narSize and
+    /// why it exists.
     Plan {
         /// Print JSON instead of a table.
         #[arg(long)]
@@ -120,6 +145,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Build { io, threads } => build_cmd(io, threads.count(), &store_dir),
         Command::Stream { file, attrs, threads } => stream_cmd(file.or(attrs), threads.count(), &store_dir),
         Command::StreamScript { io } => stream_script_cmd(io, &store_dir),
+        Command::Layers { file, key, layering, max_layers, pipeline, ignore } => {
+            layers_cmd(&file, &key, &layering, max_layers, pipeline.as_deref(), ignore.as_deref())
+        }
         Command::Plan { json, attrs } => plan_cmd(attrs, json, &store_dir),
     }
 }
@@ -166,6 +194,39 @@ fn read_graph_file(path: &Path, key: &str) -> Result<Attrs> {
         return Attrs::parse(wrapped, path);
     }
     Attrs::read(path)
+}
+
+fn layers_cmd(
+    file: &Path,
+    key: &str,
+    layering_name: &str,
+    max_layers: u64,
+    pipeline: Option<&Path>,
+    ignore: Option<&Path>,
+) -> Result<()> {
+    let strategy = match pipeline {
+        Some(path) => {
+            let text = std::fs::read(path).with_context(|| format!("cannot read the pipeline `{}`", path.display()))?;
+            let value: Value = serde_json::from_slice(&text)
+                .with_context(|| format!("the pipeline `{}` is not valid JSON", path.display()))?;
+            Strategy::Pipeline(value)
+        }
+        None => Strategy::from_name(layering_name).context("--layering")?,
+    };
+    let attrs = read_graph_file(file, key)?;
+    let graph = Graph::new(&attrs.graph(key)?).with_context(|| format!("key `{key}`"))?;
+    let mut excluded = vec![false; graph.len()];
+    if let Some(ignore) = ignore {
+        let text = std::fs::read_to_string(ignore).with_context(|| format!("cannot read `{}`", ignore.display()))?;
+        for node in text.lines().filter_map(|line| graph.node(line.trim())) {
+            excluded[node as usize] = true;
+        }
+    }
+    let available = usize::try_from(max_layers - 1).unwrap_or(usize::MAX);
+    let layers = layering::store_layers(&strategy, &Input { graph: &graph, excluded: &excluded, available })?;
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(layering::to_json_text(&graph, &layers).as_bytes())?;
+    stdout.flush().context("cannot write to stdout")
 }
 
 fn build_cmd(io: InputOutput, threads: usize, store_dir: &str) -> Result<()> {

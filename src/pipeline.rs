@@ -4,7 +4,6 @@ use crate::archive::ImageLayer;
 use crate::attrs::{Attrs, ImageSpec};
 use crate::graph::Graph;
 use crate::plan::{self, Customisation, LayerPlan};
-use crate::popularity;
 use crate::scan;
 use crate::store_path::StorePath;
 use crate::tar_header::Owner;
@@ -22,7 +21,7 @@ pub struct PlannedImage {
     pub plan: LayerPlan,
 }
 
-/// attrs → spec → graph → popularity → plan. Reads nothing from disk.
+/// attrs → spec → graph → layering → plan. Reads nothing from disk.
 ///
 /// # Errors
 /// Any bad attribute or graph.
@@ -36,8 +35,7 @@ pub fn plan_image(attrs: &Attrs, store_dir: &str) -> Result<PlannedImage> {
         .enumerate()
         .map(|(i, p)| StorePath::parse(store_dir, p).with_context(|| format!("key `closure[{i}].path`")))
         .collect::<Result<Vec<_>>>()?;
-    let ranked = popularity::rank(&graph);
-    let plan = plan::plan_layers(&spec, &graph, ranked)?;
+    let plan = plan::plan_layers(&spec, &graph)?;
     Ok(PlannedImage { spec, graph, store_paths, plan })
 }
 
@@ -64,12 +62,12 @@ impl PlannedImage {
         };
         let mut layers = Vec::with_capacity(self.plan.layer_count());
         let in_plan_order: Vec<&StorePath> =
-            self.plan.store_layers.iter().flatten().map(|r| &self.store_paths[r.node as usize]).collect();
+            self.plan.store_layers.iter().flat_map(|l| &l.paths).map(|&n| &self.store_paths[n as usize]).collect();
         let mut trees = scan::scan_store_paths(&in_plan_order, threads)?.into_iter();
         for store_layer in &self.plan.store_layers {
-            let names: Vec<&str> = store_layer.iter().map(|r| self.store_paths[r.node as usize].as_str()).collect();
+            let names: Vec<&str> = store_layer.paths.iter().map(|&n| self.store_paths[n as usize].as_str()).collect();
             layers.push(ImageLayer {
-                source: scan::store_layer(store_dir, trees.by_ref().take(store_layer.len()).collect(), owner.clone()),
+                source: scan::store_layer(store_dir, trees.by_ref().take(store_layer.paths.len()).collect(), owner.clone()),
                 comment: format!("store paths: {}", names.join(" ")),
             });
         }

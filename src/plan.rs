@@ -1,21 +1,20 @@
-//! Which store paths go in which layer: the classic popularity split.
-//!
-//! With `N = maxLayers − 1` store layers (the last layer is the customisation layer), the
-//! `N − 1` most popular paths get a layer each, in popularity order, and every remaining
-//! path shares the last store layer. A smaller closure gets one layer per path. No layer
-//! is ever empty. Pure: values in, values out.
+//! The image's layers: store layers from the chosen [`layering`](crate::layering)
+//! strategy, then the customisation layer. Pure: values in, values out.
 
 use crate::attrs::ImageSpec;
 use crate::graph::Graph;
-use crate::popularity::Ranked;
+use crate::layering::{self, Input, StoreLayer, Strategy};
+use crate::popularity;
 use crate::store_path::StorePath;
 use anyhow::{bail, Result};
 use serde_json::{json, Value};
 
 /// The layers of an image, in order.
 pub struct LayerPlan {
-    /// Store layers, each a list of ranked paths in popularity order.
-    pub store_layers: Vec<Vec<Ranked>>,
+    /// The strategy that made the store layers.
+    pub strategy: Strategy,
+    /// Store layers, bottom first.
+    pub store_layers: Vec<StoreLayer>,
     /// The last layer, if any.
     pub customisation: Option<Customisation>,
 }
@@ -29,12 +28,14 @@ pub enum Customisation {
     Prebuilt(StorePath),
 }
 
-/// Splits the ranked closure into layers as the module docs say.
+/// Splits the closure into layers: `maxLayers − 1` store layers at most (one is kept for
+/// the customisation layer), then the customisation layer.
 ///
 /// # Errors
 /// A `contents` entry or the prebuilt customisation layer is not in the closure graph
-/// while store paths are included (its symlinks would dangle in the image).
-pub fn plan_layers(spec: &ImageSpec, graph: &Graph, ranked: Vec<Ranked>) -> Result<LayerPlan> {
+/// while store paths are included (its symlinks would dangle in the image), or a bad
+/// `layeringPipeline`.
+pub fn plan_layers(spec: &ImageSpec, graph: &Graph) -> Result<LayerPlan> {
     if spec.include_store_paths {
         for content in &spec.contents {
             if graph.node(content.as_str()).is_none() {
@@ -42,12 +43,15 @@ pub fn plan_layers(spec: &ImageSpec, graph: &Graph, ranked: Vec<Ranked>) -> Resu
             }
         }
     }
-    let excluded = spec
-        .customisation_layer
-        .as_ref()
-        .and_then(|p| graph.node(p.as_str()));
-    let store_paths: Vec<Ranked> = if spec.include_store_paths {
-        ranked.into_iter().filter(|r| Some(r.node) != excluded).collect()
+    let store_layers = if spec.include_store_paths {
+        // The prebuilt customisation layer is a store path of the closure, but it is the
+        // last layer, never a store layer (nixpkgs' ignore list).
+        let mut excluded = vec![false; graph.len()];
+        if let Some(node) = spec.customisation_layer.as_ref().and_then(|p| graph.node(p.as_str())) {
+            excluded[node as usize] = true;
+        }
+        let input = Input { graph, excluded: &excluded, available: spec.max_layers - 1 };
+        layering::store_layers(&spec.layering, &input)?
     } else {
         Vec::new()
     };
@@ -56,24 +60,7 @@ pub fn plan_layers(spec: &ImageSpec, graph: &Graph, ranked: Vec<Ranked>) -> Resu
         (None, false) => Some(Customisation::Contents(dedup(&spec.contents))),
         (None, true) => None,
     };
-    Ok(LayerPlan {
-        store_layers: split(store_paths, spec.max_layers - 1),
-        customisation,
-    })
-}
-
-/// One layer per path for the first `available − 1`, the rest together in the last.
-fn split(paths: Vec<Ranked>, available: usize) -> Vec<Vec<Ranked>> {
-    if paths.len() <= available {
-        return paths.into_iter().map(|p| vec![p]).collect();
-    }
-    let mut layers = Vec::with_capacity(available);
-    let mut paths = paths.into_iter();
-    for p in paths.by_ref().take(available - 1) {
-        layers.push(vec![p]);
-    }
-    layers.push(paths.collect());
-    layers
+    Ok(LayerPlan { strategy: spec.layering.clone(), store_layers, customisation })
 }
 
 fn dedup(paths: &[StorePath]) -> Vec<StorePath> {
@@ -87,27 +74,41 @@ impl LayerPlan {
         self.store_layers.len() + usize::from(self.customisation.is_some())
     }
 
-    /// The plan as JSON: `{"layers": [{"layer", "kind", "narSize", "paths": [...]}]}`.
-    /// Popularity counts are decimal strings (they exceed any JSON number).
+    /// Popularity counts by node, shown for the popularity strategy only (computing them
+    /// is the costly part of that strategy, and they explain nothing in the others).
+    fn popularity_counts(&self, graph: &Graph) -> Option<Vec<String>> {
+        (self.strategy == Strategy::Popularity)
+            .then(|| popularity::counts(graph).into_iter().map(|c| c.to_string()).collect())
+    }
+
+    /// The plan as JSON: `{"layering", "layers": [{"layer", "kind", "reason", "narSize",
+    /// "paths": [{"path", "narSize", "popularity"?}]}]}`. Popularity counts (popularity
+    /// layering only) are decimal strings: they exceed any JSON number.
     pub fn to_json(&self, graph: &Graph) -> Value {
+        let counts = self.popularity_counts(graph);
         let mut layers: Vec<Value> = self
             .store_layers
             .iter()
             .enumerate()
             .map(|(i, layer)| {
                 let paths: Vec<Value> = layer
+                    .paths
                     .iter()
-                    .map(|r| {
-                        json!({
-                            "path": graph.paths[r.node as usize],
-                            "narSize": graph.nar_sizes[r.node as usize],
-                            "popularity": r.popularity.to_string(),
-                        })
+                    .map(|&node| {
+                        let mut entry = json!({
+                            "path": graph.paths[node as usize],
+                            "narSize": graph.nar_sizes[node as usize],
+                        });
+                        if let Some(counts) = &counts {
+                            entry["popularity"] = json!(counts[node as usize]);
+                        }
+                        entry
                     })
                     .collect();
                 json!({
                     "layer": i + 1,
                     "kind": "store",
+                    "reason": layer.reason,
                     "narSize": layer_nar_size(graph, layer),
                     "paths": paths,
                 })
@@ -125,23 +126,26 @@ impl LayerPlan {
                 "contents": paths,
             }));
         }
-        json!({ "layers": layers })
+        json!({ "layering": self.strategy.name(), "layers": layers })
     }
 
     /// The plan as a table for people.
     pub fn to_table(&self, graph: &Graph) -> String {
-        let mut out = String::from("layer  paths  narSize      popularity  store path\n");
+        let counts = self.popularity_counts(graph);
+        let mut out = format!("layering: {}\n", self.strategy.name());
+        out.push_str("layer  paths  narSize      popularity  store path\n");
         for (i, layer) in self.store_layers.iter().enumerate() {
-            for (j, r) in layer.iter().enumerate() {
-                let path = graph.paths[r.node as usize].as_str();
-                let pop = r.popularity.to_string();
+            for (j, &node) in layer.paths.iter().enumerate() {
+                let path = graph.paths[node as usize].as_str();
+                let pop = counts.as_ref().map_or("-", |c| c[node as usize].as_str());
                 if j == 0 {
                     let size = human_size(layer_nar_size(graph, layer));
-                    out.push_str(&format!("{:>5}  {:>5}  {size:>10}  {pop:>10}  {path}\n", i + 1, layer.len()));
+                    out.push_str(&format!("{:>5}  {:>5}  {size:>10}  {pop:>10}  {path}\n", i + 1, layer.paths.len()));
                 } else {
                     out.push_str(&format!("{:>5}  {:>5}  {:>10}  {pop:>10}  {path}\n", "", "", ""));
                 }
             }
+            out.push_str(&format!("{:>5}  why: {}\n", "", layer.reason));
         }
         if let Some(c) = &self.customisation {
             let what = match c {
@@ -157,8 +161,8 @@ impl LayerPlan {
     }
 }
 
-fn layer_nar_size(graph: &Graph, layer: &[Ranked]) -> u64 {
-    layer.iter().map(|r| graph.nar_sizes[r.node as usize]).sum()
+fn layer_nar_size(graph: &Graph, layer: &StoreLayer) -> u64 {
+    layer.paths.iter().map(|&node| graph.nar_sizes[node as usize]).sum()
 }
 
 fn human_size(bytes: u64) -> String {

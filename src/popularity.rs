@@ -38,7 +38,7 @@ pub struct Ranked {
 
 /// Every node of `graph`, most popular first, ties by [`tie_break_key`].
 pub fn rank(graph: &Graph) -> Vec<Ranked> {
-    let popularity = popularity(graph);
+    let popularity = counts(graph);
     let keys: Vec<String> = graph.paths.iter().map(|p| tie_break_key(p)).collect();
     let mut order: Vec<u32> = (0..graph.len() as u32).collect();
     order.sort_unstable_by(|&a, &b| {
@@ -82,7 +82,8 @@ pub fn tie_break_key(path: &str) -> String {
 /// The walks of different nodes are independent (they read `A` and the graph only), so
 /// they run on all cores; each node's region sum is exact, so the result does not depend
 /// on how the nodes were shared out.
-fn popularity(graph: &Graph) -> Vec<BigUint> {
+/// Each node's popularity count, indexed by node.
+pub fn counts(graph: &Graph) -> Vec<BigUint> {
     let n = graph.len();
     let counts = PathCounts::new(graph);
     let idom = DominatorTree::new(graph);

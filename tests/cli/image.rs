@@ -241,6 +241,7 @@ fn store_layer_tar_conventions() {
 fn fewer_layers_put_the_less_popular_paths_together_in_plan_order() {
     let sample = sample();
     let mut attrs = sample.attrs();
+    attrs["layering"] = json!("popularity");
     attrs["maxLayers"] = json!(3);
     let image = build_sample(&sample, &attrs);
     assert_eq!(image.layers.len(), 3);

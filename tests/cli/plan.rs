@@ -1,4 +1,5 @@
-//! `nix-layers plan`: the classic popularity split, as JSON and as a table.
+//! `nix-layers plan`: the classic popularity split (`layering = "popularity"`), as JSON
+//! and as a table.
 
 use crate::fixture::Fixture;
 use crate::popularity::worked_example;
@@ -7,6 +8,7 @@ use serde_json::{json, Value};
 /// The plan JSON for the fixture's attrs with `maxLayers` (None: the default).
 fn plan_json(fixture: &Fixture, max_layers: Option<u64>, contents: &[&str]) -> Value {
     let mut attrs = fixture.attrs();
+    attrs["layering"] = json!("popularity");
     if let Some(n) = max_layers {
         attrs["maxLayers"] = json!(n);
     }
@@ -115,6 +117,7 @@ fn a_closure_without_contents_still_fills_the_store_layers() {
     assert_eq!(plan["layers"].as_array().unwrap().len(), 2, "no contents, so no customisation layer: {plan:#}");
     // Absent (not just empty) contents: the same.
     let mut attrs = fixture.attrs();
+    attrs["layering"] = json!("popularity");
     attrs["maxLayers"] = json!(3);
     let path = fixture.write_attrs("plan.attrs.json", &attrs);
     let stdout = fixture.run_ok(&["plan", "--json", "--attrs", path.to_str().unwrap()]);
@@ -137,6 +140,7 @@ fn the_table_lists_every_path_once_with_its_layer_and_popularity() {
     let mut fixture = Fixture::new();
     let [a, b, c, d, e, f, g] = worked_example(&mut fixture);
     let mut attrs = fixture.attrs();
+    attrs["layering"] = json!("popularity");
     attrs["maxLayers"] = json!(4);
     attrs["contents"] = json!([a]);
     let path = fixture.write_attrs("plan.attrs.json", &attrs);
@@ -164,6 +168,7 @@ fn plan_reads_nothing_from_disk_but_build_does() {
     let (fixture, plan) = worked_plan(None);
     assert_eq!(store_layers(&plan).len(), 7);
     let mut attrs = fixture.attrs();
+    attrs["layering"] = json!("popularity");
     attrs["contents"] = json!([fixture.store_path("A")]);
     let attrs = fixture.write_attrs("build.attrs.json", &attrs);
     let output = fixture.run(&["build", "--attrs", attrs.to_str().unwrap()]);
