@@ -77,46 +77,168 @@ pub fn tie_break_key(path: &str) -> String {
     }
 }
 
-/// The popularity count of every node.
-///
-/// The walks of different nodes are independent (they read `A` and the graph only), so
-/// they run on all cores; each node's region sum is exact, so the result does not depend
-/// on how the nodes were shared out.
 /// Each node's popularity count, indexed by node.
+///
+/// Most nodes' regions (see the module docs) are small, and a walk up from the node sums
+/// them. A few nodes (a few percent on large closures: core libraries reached from several
+/// roots) have regions spanning much of the graph, and their walks would cost O(n) each,
+/// O(n²) in all. A walk that exceeds [`WALK_BUDGET`] steps is abandoned, and those heavy
+/// nodes are summed 64 at a time by one sweep over the whole graph with a bit per node
+/// ([`sweep_regions`]): still proportional to their region sizes, but at the cost of an OR
+/// and an add per step instead of a random memory access. Both run on all cores; each sum
+/// is exact, so the result does not depend on how the work was shared out.
 pub fn counts(graph: &Graph) -> Vec<BigUint> {
+    counts_with_budget(graph, WALK_BUDGET)
+}
+
+/// [`counts`], with walks abandoned after `budget` steps (tests check that any budget
+/// gives the same counts).
+fn counts_with_budget(graph: &Graph, budget: usize) -> Vec<BigUint> {
     let n = graph.len();
     let counts = PathCounts::new(graph);
     let idom = DominatorTree::new(graph);
     let parents = FlatParents::new(graph);
     let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).min(n.max(1));
     let mut region_sums: Vec<BigUint> = vec![BigUint::default(); n];
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads)
-            .map(|t| {
-                let (counts, idom, parents) = (&counts, &idom, &parents);
-                scope.spawn(move || {
-                    // Nodes t, t+threads, …: costly nodes are spread evenly.
-                    let mut walk = RegionWalk::new(n);
-                    (t..n)
-                        .step_by(threads)
-                        .map(|u| (u, walk.region_sum(u as u32, idom.parent(u as u32), parents, counts)))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        for worker in workers {
-            // A worker only panics on a bug; re-raise it rather than hide it.
-            for (u, sum) in worker.join().unwrap_or_else(|e| std::panic::resume_unwind(e)) {
-                region_sums[u] = sum;
-            }
-        }
+    let mut heavy: Vec<u32> = Vec::new();
+    let walked = on_workers(threads, n, |u| {
+        RegionWalk::with(n, |walk| walk.region_sum(u as u32, idom.parent(u as u32), &parents, &counts, budget))
     });
+    for (u, sum) in walked {
+        match sum {
+            Some(sum) => region_sums[u] = sum,
+            None => heavy.push(u as u32),
+        }
+    }
+    heavy.sort_unstable();
+    let batches: Vec<&[u32]> = heavy.chunks(SWEEP_WIDTH).collect();
+    let children = FlatParents::children_of(graph);
+    let swept = on_workers(threads, batches.len(), |b| sweep_regions(graph, &children, &idom, &counts, batches[b]));
+    for (_, sums) in swept {
+        for (u, sum) in sums {
+            region_sums[u as usize] = sum;
+        }
+    }
     let mut popularity = vec![BigUint::default(); n];
     for &u in &graph.topo_order {
         let above = idom.parent(u).map(|d| popularity[d as usize].clone()).unwrap_or_default();
         popularity[u as usize] = above + &region_sums[u as usize];
     }
     popularity
+}
+
+/// Runs `job(i)` for every `i < count` on `threads` scoped workers (items `t`,
+/// `t + threads`, …: costly items are spread evenly) and returns `(i, result)` pairs.
+fn on_workers<T: Send>(threads: usize, count: usize, job: impl Fn(usize) -> T + Sync) -> Vec<(usize, T)> {
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads.min(count).max(1))
+            .map(|t| {
+                let job = &job;
+                scope.spawn(move || (t..count).step_by(threads.max(1)).map(|i| (i, job(i))).collect::<Vec<_>>())
+            })
+            .collect();
+        // A worker only panics on a bug; re-raise it rather than hide it.
+        workers.into_iter().flat_map(|w| w.join().unwrap_or_else(|e| std::panic::resume_unwind(e))).collect()
+    })
+}
+
+/// Steps after which a region walk is abandoned and its node summed by a sweep instead.
+const WALK_BUDGET: usize = 2048;
+
+/// Targets summed by one sweep: four 64-bit words of mask per node. Wider masks mean
+/// fewer sweeps, and a sweep's cost is its random reads of the children's masks, one cache
+/// line each whatever the width.
+const SWEEP_WIDTH: usize = 256;
+
+/// A set of up to [`SWEEP_WIDTH`] targets.
+type Mask = [u64; SWEEP_WIDTH / 64];
+
+/// The region sums of up to [`SWEEP_WIDTH`] `targets`, by one sweep of the graph from the
+/// leaves up: bit `i` of `reaches[x]` says that `x` reaches `targets[i]` without passing
+/// through its immediate dominator, i.e. that `x` is in its region.
+fn sweep_regions(
+    graph: &Graph,
+    children: &FlatParents,
+    idom: &DominatorTree,
+    counts: &PathCounts,
+    targets: &[u32],
+) -> Vec<(u32, BigUint)> {
+    let set = |masks: &mut std::collections::HashMap<u32, Mask>, node: u32, bit: usize| {
+        masks.entry(node).or_default()[bit / 64] |= 1 << (bit % 64);
+    };
+    let (mut own, mut stops) = (std::collections::HashMap::new(), std::collections::HashMap::new());
+    for (bit, &t) in targets.iter().enumerate() {
+        set(&mut own, t, bit);
+        if let Some(d) = idom.parent(t) {
+            set(&mut stops, d, bit);
+        }
+    }
+    let empty: Mask = Default::default();
+    let mut reaches: Vec<Mask> = vec![empty; graph.len()];
+    // Sums by set of targets reached: far fewer sets than nodes (the heavy targets are
+    // core paths with much the same users), so each node costs one add, not one per bit.
+    let mut by_mask: std::collections::HashMap<Mask, Sum, MaskHash> = std::collections::HashMap::default();
+    // Children before parents: the reverse of the topological order.
+    for &x in graph.topo_order.iter().rev() {
+        let mut bits = own.get(&x).copied().unwrap_or(empty);
+        for &c in children.of(x) {
+            for (word, child) in bits.iter_mut().zip(&reaches[c as usize]) {
+                *word |= child;
+            }
+        }
+        // A target's immediate dominator is outside its region, and so is everything
+        // that reaches the target only through it.
+        if let Some(stop) = stops.get(&x) {
+            for (word, stop) in bits.iter_mut().zip(stop) {
+                *word &= !stop;
+            }
+        }
+        reaches[x as usize] = bits;
+        if bits != empty {
+            counts.add_to(by_mask.entry(bits).or_default(), x);
+        }
+    }
+    let mut sums: Vec<BigUint> = targets.iter().map(|_| BigUint::default()).collect();
+    for (bits, sum) in by_mask {
+        let sum = sum.into_big();
+        for (w, mut word) in bits.into_iter().enumerate() {
+            while word != 0 {
+                sums[w * 64 + word.trailing_zeros() as usize] += &sum;
+                word &= word - 1;
+            }
+        }
+    }
+    targets.iter().copied().zip(sums).collect()
+}
+
+/// Hashes a mask with a multiply per word: the sweep looks up a mask per node, and
+/// SipHash (std's default, made for untrusted keys) would be most of its cost. Masks are
+/// made from the graph, not chosen by anyone, and a poor spread costs time, never results.
+#[derive(Default, Clone, Copy)]
+struct MaskHash;
+
+impl std::hash::BuildHasher for MaskHash {
+    type Hasher = MaskHasher;
+    fn build_hasher(&self) -> MaskHasher {
+        MaskHasher(0)
+    }
+}
+
+/// The hasher of [`MaskHash`].
+struct MaskHasher(u64);
+
+impl std::hash::Hasher for MaskHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(29) ^ word).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
 }
 
 /// `A(w)`: the number of distinct paths from any root to each node. Kept as `u128` while
@@ -206,6 +328,18 @@ impl FlatParents {
         FlatParents { start, parents }
     }
 
+    /// The children of every node, flat in the same way.
+    fn children_of(graph: &Graph) -> FlatParents {
+        let mut start = Vec::with_capacity(graph.len() + 1);
+        let mut children = Vec::new();
+        for c in &graph.children {
+            start.push(children.len() as u32);
+            children.extend_from_slice(c);
+        }
+        start.push(children.len() as u32);
+        FlatParents { start, parents: children }
+    }
+
     fn of(&self, v: u32) -> &[u32] {
         &self.parents[self.start[v as usize] as usize..self.start[v as usize + 1] as usize]
     }
@@ -218,20 +352,51 @@ struct RegionWalk {
     stack: Vec<u32>,
 }
 
+thread_local! {
+    static WALK: std::cell::RefCell<Option<RegionWalk>> = const { std::cell::RefCell::new(None) };
+}
+
 impl RegionWalk {
-    fn new(n: usize) -> RegionWalk {
-        RegionWalk { seen: vec![0; n], stamp: 0, stack: Vec::new() }
+    /// Runs `f` with this thread's walk state for a graph of `n` nodes.
+    fn with<T>(n: usize, f: impl FnOnce(&mut RegionWalk) -> T) -> T {
+        WALK.with(|cell| {
+            let mut slot = cell.borrow_mut();
+            let walk = match slot.as_mut() {
+                Some(walk) if walk.seen.len() == n => walk,
+                _ => slot.insert(RegionWalk { seen: vec![0; n], stamp: 0, stack: Vec::new() }),
+            };
+            f(walk)
+        })
     }
 
     /// Σ A(w) over the nodes that reach `u` without passing `stop` (its immediate
-    /// dominator): the ancestors of `u` that `stop` does not already account for.
-    fn region_sum(&mut self, u: u32, stop: Option<u32>, parents: &FlatParents, counts: &PathCounts) -> BigUint {
-        self.stamp += 1;
+    /// dominator): the ancestors of `u` that `stop` does not already account for. `None`
+    /// when that region has more than `budget` nodes.
+    fn region_sum(
+        &mut self,
+        u: u32,
+        stop: Option<u32>,
+        parents: &FlatParents,
+        counts: &PathCounts,
+        budget: usize,
+    ) -> Option<BigUint> {
+        self.stamp = self.stamp.wrapping_add(1);
+        if self.stamp == 0 {
+            // The stamps wrapped: old marks could look current.
+            self.seen.fill(0);
+            self.stamp = 1;
+        }
         let stamp = self.stamp;
         let mut sum = Sum::default();
         self.seen[u as usize] = stamp;
+        self.stack.clear();
         self.stack.push(u);
+        let mut steps = 0;
         while let Some(w) = self.stack.pop() {
+            steps += 1;
+            if steps > budget {
+                return None;
+            }
             counts.add_to(&mut sum, w);
             for &p in parents.of(w) {
                 if Some(p) != stop && self.seen[p as usize] != stamp {
@@ -240,7 +405,7 @@ impl RegionWalk {
                 }
             }
         }
-        sum.into_big()
+        Some(sum.into_big())
     }
 }
 
@@ -387,6 +552,59 @@ mod tests {
         let ranked = rank(&g);
         assert!(g.paths[ranked[0].node as usize].ends_with("-bottom"));
         assert!(ranked[0].popularity.bits() > 150, "{}", ranked[0].popularity);
+    }
+
+    /// A DAG of `n` nodes, each referencing up to 6 later ones, from a fixed-seed LCG;
+    /// a few wide "wrapper" roots, as image closures have.
+    fn random_dag(n: usize, seed: u64) -> Graph {
+        let mut state = seed;
+        let mut next = move |bound: usize| {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((state >> 33) as usize) % bound.max(1)
+        };
+        let names: Vec<String> = (0..n).map(|i| format!("n{i:05}")).collect();
+        let edges: Vec<(String, Vec<String>)> = (0..n)
+            .map(|i| {
+                let fan = if i % 97 == 0 { 40 } else { next(7) };
+                let refs = (0..fan).filter(|_| i + 1 < n).map(|_| names[i + 1 + next(n - i - 1)].clone()).collect();
+                (names[i].clone(), refs)
+            })
+            .collect();
+        let entries: Vec<GraphEntry> = edges
+            .iter()
+            .map(|(f, t)| GraphEntry { path: path(f), references: t.iter().map(|x| path(x)).collect(), nar_size: 0 })
+            .collect();
+        Graph::new(&entries).unwrap()
+    }
+
+    #[test]
+    fn sweeps_and_walks_give_the_same_counts() {
+        // Budget 0 sums every node by sweeps, usize::MAX by walks alone.
+        for seed in 1..=6 {
+            let g = random_dag(300 + 150 * seed as usize, seed);
+            assert_eq!(counts_with_budget(&g, 0), counts_with_budget(&g, usize::MAX), "seed {seed}");
+            assert_eq!(counts_with_budget(&g, 3), counts_with_budget(&g, usize::MAX), "seed {seed}, budget 3");
+        }
+    }
+
+    #[test]
+    fn sweeps_stay_exact_beyond_machine_words() {
+        let mut edges: Vec<(String, Vec<String>)> = Vec::new();
+        for i in 0..140 {
+            let next = format!("top{}", i + 1);
+            edges.push((format!("top{i}"), vec![format!("l{i}"), format!("r{i}")]));
+            edges.push((format!("l{i}"), vec![next.clone()]));
+            edges.push((format!("r{i}"), vec![next]));
+        }
+        edges.push(("top140".into(), vec![]));
+        let entries: Vec<GraphEntry> = edges
+            .iter()
+            .map(|(f, t)| GraphEntry { path: path(f), references: t.iter().map(|x| path(x)).collect(), nar_size: 0 })
+            .collect();
+        let g = Graph::new(&entries).unwrap();
+        let by_walks = counts_with_budget(&g, usize::MAX);
+        assert!(by_walks.iter().any(|c| c.bits() > 128));
+        assert_eq!(counts_with_budget(&g, 0), by_walks);
     }
 
     #[test]
