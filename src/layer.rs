@@ -7,12 +7,15 @@
 //! `threads × (QUEUE_DEPTH + 1)` chunks are alive. The bytes do not depend on the thread
 //! count.
 
-use crate::scan::LayerSource;
+use crate::nofollow::{self, FileId};
+use crate::scan::{Entry, LayerSource, ReadAt};
 use crate::tar_header::{self, Kind};
 use anyhow::{anyhow, bail, Context, Result};
+use rustix::fs::FileType;
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
@@ -148,21 +151,39 @@ fn write_layer(source: &LayerSource, pool: &BufferPool, cancelled: &AtomicBool, 
         tx.send(Message::Chunk(chunk)).map_err(|_| io::Error::other("consumer stopped"))
     });
     match source {
-        LayerSource::Entries { entries, owner } => {
+        LayerSource::Entries { entries, owner, store_dir } => {
+            let mut tree = match store_dir {
+                Some(dir) => Some(StoreTree::open(dir)?),
+                None => None,
+            };
             for entry in entries {
                 if cancelled.load(Ordering::Relaxed) {
                     bail!("cancelled");
                 }
                 entry.header(owner).write_to(&mut chunks)?;
-                if entry.kind == Kind::File {
-                    copy_exact(&mut chunks, &entry.source(), entry.size)?;
-                    chunks.write_all(&tar_header::ZEROS[..tar_header::padding(entry.size)])?;
+                match (entry.kind, tree.as_mut()) {
+                    (Kind::Directory, Some(tree)) => tree.enter(entry)?,
+                    (Kind::File, Some(tree)) => {
+                        let mut file = tree.open_file(entry)?;
+                        copy_exact(&mut chunks, &mut file, &entry.source(), entry.size)?;
+                        chunks.write_all(&tar_header::ZEROS[..tar_header::padding(entry.size)])?;
+                    }
+                    (Kind::File, None) => bail!("internal error: `{}` has no store to be read from", entry.source().display()),
+                    (Kind::Directory | Kind::Symlink, _) => {} // written as scanned: nothing to read
                 }
             }
             chunks.write_all(&tar_header::ZEROS)?;
             chunks.write_all(&tar_header::ZEROS)?;
         }
-        LayerSource::Prebuilt { path, size } => copy_exact(&mut chunks, path, *size)?,
+        LayerSource::Prebuilt { path, size, file } => {
+            // The file was checked when scanned and has stayed open since; its size must
+            // still be the one the archive header promises.
+            let now = nofollow::size_of(&rustix::fs::fstat(file).with_context(|| format!("cannot stat `{}`", path.display()))?);
+            if now != *size {
+                bail!("`{}` changed size after it was scanned (it was {size} bytes, now {now})", path.display());
+            }
+            copy_exact(&mut chunks, &mut ReadAt::new(file, *size), path, *size)?
+        }
     }
     chunks.finish()?;
     let expected = source.size();
@@ -172,12 +193,96 @@ fn write_layer(source: &LayerSource, pool: &BufferPool, cancelled: &AtomicBool, 
     Ok(LayerDigest { sha256: sha.finalize().into(), size })
 }
 
-/// Copies exactly `len` bytes of `path` (its size when scanned), failing if the file has
+/// The directories of a store layer being written, opened as the entries reach them.
+///
+/// Entries come depth first, a directory before its contents, so the open directories
+/// are one chain from the store directory down to the current entry's parent. Each is
+/// opened relative to its parent's descriptor, never through a symlink, and must be the
+/// directory the scan saw; each file is opened the same way in its parent. Nothing is
+/// looked up by path, so a name swapped for a symlink, a FIFO or another file after the
+/// scan is refused, naming it (see [`crate::nofollow`]).
+struct StoreTree<'a> {
+    /// The store directory's tar name, with its `/` (`nix/store/`).
+    root_name: Vec<u8>,
+    /// The store directory.
+    root: OwnedFd,
+    /// The open chain below it: each directory's tar name (with its `/`) and descriptor.
+    open: Vec<(&'a [u8], OwnedFd)>,
+}
+
+impl<'a> StoreTree<'a> {
+    fn open(store_dir: &str) -> Result<StoreTree<'a>> {
+        let root = nofollow::open_store_dir(Path::new(store_dir))
+            .with_context(|| format!("cannot open the store directory `{store_dir}`"))?;
+        let mut root_name = store_dir.trim_start_matches('/').as_bytes().to_vec();
+        root_name.push(b'/');
+        Ok(StoreTree { root_name, root, open: Vec::new() })
+    }
+
+    /// The descriptor of `name`'s parent directory, and `name`'s last component.
+    fn parent_of(&mut self, name: &'a [u8]) -> Result<(BorrowedFd<'_>, &'a [u8])> {
+        let trimmed = name.strip_suffix(b"/").unwrap_or(name);
+        let (parent, base) = trimmed.split_at(trimmed.iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1));
+        // Close the directories this entry is not in.
+        while self.open.last().is_some_and(|(dir, _)| *dir != parent) {
+            self.open.pop();
+        }
+        match self.open.last() {
+            Some((_, fd)) => Ok((fd.as_fd(), base)),
+            None if parent == self.root_name.as_slice() => Ok((self.root.as_fd(), base)),
+            None => bail!("internal error: `/{}` is not below an open directory of the store", String::from_utf8_lossy(name)),
+        }
+    }
+
+    /// Opens the directory `entry`, a child of the current chain, and checks it is the
+    /// directory scanned.
+    fn enter(&mut self, entry: &'a Entry) -> Result<()> {
+        if self.root_name.starts_with(&entry.name) {
+            return Ok(()); // the store directory's own entries (`nix/`, `nix/store/`): not read
+        }
+        let (parent, base) = self.parent_of(&entry.name)?;
+        let fd = nofollow::open_dir_at(parent, base, entry.id).map_err(|e| changed(&entry.source(), parent, base, &e.to_string()))?;
+        self.open.push((&entry.name, fd));
+        Ok(())
+    }
+
+    /// Opens the file `entry` and checks it is the file scanned: a regular file, same
+    /// device and inode, same size.
+    fn open_file(&mut self, entry: &'a Entry) -> Result<File> {
+        let path = entry.source();
+        let (parent, base) = self.parent_of(&entry.name)?;
+        let (file, stat) = nofollow::open_file_at(parent, base).map_err(|e| changed(&path, parent, base, &e.to_string()))?;
+        let id = FileId::of(&stat);
+        let why = if nofollow::file_type(&stat) != FileType::RegularFile {
+            format!("changed after it was scanned: it is now a {}", nofollow::kind_of(&stat))
+        } else if id != entry.id {
+            format!("changed after it was scanned: it is another file ({id}, was {})", entry.id)
+        } else if nofollow::size_of(&stat) != entry.size {
+            format!("changed size after it was scanned (it was {} bytes, now {})", entry.size, nofollow::size_of(&stat))
+        } else {
+            return Ok(file);
+        };
+        bail!("`{}` {why}; nothing was read from it", path.display())
+    }
+}
+
+/// The error for a name that could not be opened as scanned, saying what is there now.
+fn changed(path: &Path, parent: BorrowedFd<'_>, base: &[u8], error: &str) -> anyhow::Error {
+    let now = nofollow::describe(parent, base);
+    let path = path.display().to_string();
+    let path = path.strip_suffix('/').unwrap_or(&path);
+    if now.starts_with("a symlink") {
+        anyhow!("`{path}` changed after it was scanned: it is now {now}, and store symlinks are never followed")
+    } else {
+        anyhow!("`{path}` changed after it was scanned: it is now {now} ({error})")
+    }
+}
+
+/// Copies exactly `len` bytes of `file` (its size when scanned), failing if the file has
 /// changed size since: the tar header already promised `len` bytes.
-fn copy_exact<F: FnMut(Vec<u8>) -> io::Result<()>>(chunks: &mut Chunker<'_, F>, path: &Path, len: u64) -> Result<()> {
-    let mut file = File::open(path).with_context(|| format!("cannot open `{}`", path.display()))?;
+fn copy_exact<F: FnMut(Vec<u8>) -> io::Result<()>>(chunks: &mut Chunker<'_, F>, file: &mut impl Read, path: &Path, len: u64) -> Result<()> {
     let read = chunks
-        .fill_from(&mut file, len)
+        .fill_from(file, len)
         .with_context(|| format!("cannot read `{}`", path.display()))?;
     let mut probe = [0u8; 1];
     let grew = file.read(&mut probe).with_context(|| format!("cannot read `{}`", path.display()))? > 0;
@@ -215,7 +320,7 @@ impl<'p, F: FnMut(Vec<u8>) -> io::Result<()>> Chunker<'p, F> {
     }
 
     /// Reads up to `len` bytes of `file`; returns how many there were.
-    fn fill_from(&mut self, file: &mut File, len: u64) -> io::Result<u64> {
+    fn fill_from(&mut self, file: &mut impl Read, len: u64) -> io::Result<u64> {
         let mut done = 0;
         while done < len {
             self.flush_full()?;

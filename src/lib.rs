@@ -14,6 +14,7 @@ pub mod attrs;
 pub mod compress;
 pub mod graph;
 pub mod layer;
+pub mod nofollow;
 pub mod output;
 pub mod pipeline;
 pub mod plan;
