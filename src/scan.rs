@@ -13,7 +13,7 @@
 //! the device and inode it had, so that the writer ([`crate::layer`]) reads exactly the
 //! files scanned or fails naming the one that changed.
 
-use crate::nofollow::{self, Children, FileId};
+use crate::nofollow::{self, Child, FileId};
 use crate::plan::Customisation;
 use crate::store_path::StorePath;
 use crate::tar_header::{self, Header, Kind, Owner};
@@ -157,7 +157,7 @@ pub fn scan_store_paths(paths: &[&StorePath], threads: usize) -> Result<Vec<Vec<
         let stat = nofollow::lstat_at(store.as_fd(), base)
             .with_context(|| format!("store path `{path}` is missing on disk or unreadable"))?;
         let mut entries = Vec::new();
-        scan_tree(store.as_fd(), base, &stat, &mut path.as_str().as_bytes()[1..].to_vec(), &mut entries)?;
+        scan_tree(store.as_fd(), base, Some(&stat), &mut path.as_str().as_bytes()[1..].to_vec(), &mut entries)?;
         entries.shrink_to_fit();
         Ok(entries)
     };
@@ -189,47 +189,64 @@ pub fn scan_store_paths(paths: &[&StorePath], threads: usize) -> Result<Vec<Vec<
     Ok(trees)
 }
 
-/// Scans `base` in the directory `parent`, whose `lstat` is `stat`; `name` is its tar name
-/// (its path without the leading `/`), used as a buffer for the names below it.
-fn scan_tree(parent: BorrowedFd<'_>, base: &[u8], stat: &Stat, name: &mut Vec<u8>, entries: &mut Vec<Entry>) -> Result<()> {
+/// Scans `base` in the directory `parent`, whose `lstat` is `stat` (`None`: a directory
+/// by its `getdents` type, not `lstat`ed); `name` is its tar name (its path without the
+/// leading `/`), used as a buffer for the names below it.
+fn scan_tree(parent: BorrowedFd<'_>, base: &[u8], stat: Option<&Stat>, name: &mut Vec<u8>, entries: &mut Vec<Entry>) -> Result<()> {
     let path = |name: &[u8]| format!("/{}", String::from_utf8_lossy(name));
-    let mode = stat.st_mode & 0o7777;
-    let id = FileId::of(stat);
-    match nofollow::file_type(stat) {
-        FileType::Symlink => {
-            let link = nofollow::read_link_at(parent, base)
-                .with_context(|| format!("cannot read symlink `{}`", path(name)))?;
-            entries.push(Entry { name: name.as_slice().into(), kind: Kind::Symlink, mode: 0o777, size: 0, link: link.into(), id });
-        }
-        FileType::RegularFile => {
-            let size = nofollow::size_of(stat);
-            entries.push(Entry { name: name.as_slice().into(), kind: Kind::File, mode, size, link: Box::default(), id });
-        }
-        FileType::Directory => {
-            let (dir, children) = open_and_list(parent, base, id).map_err(|e| e.context(path(name)))?;
-            let dir_fd = dir.fd().with_context(|| format!("cannot list directory `{}`", path(name)))?;
-            let dir_name = [name.as_slice(), b"/"].concat().into();
-            entries.push(Entry { name: dir_name, kind: Kind::Directory, mode, size: 0, link: Box::default(), id });
-            for (child, child_stat) in children {
-                let len = name.len();
-                name.push(b'/');
-                name.extend_from_slice(&child);
-                scan_tree(dir_fd, &child, &child_stat, name, entries)?;
-                name.truncate(len);
+    if let Some(stat) = stat {
+        let (mode, id) = (stat.st_mode & 0o7777, FileId::of(stat));
+        let link = match nofollow::file_type(stat) {
+            FileType::Directory => None,
+            FileType::Symlink => Some(
+                nofollow::read_link_at(parent, base).with_context(|| format!("cannot read symlink `{}`", path(name)))?,
+            ),
+            FileType::RegularFile => {
+                let size = nofollow::size_of(stat);
+                entries.push(Entry { name: name.as_slice().into(), kind: Kind::File, mode, size, link: Box::default(), id });
+                return Ok(());
             }
+            _ => bail!("`{}` is a {}; store paths hold only files, directories and symlinks", path(name), nofollow::kind_of(stat)),
+        };
+        if let Some(link) = link {
+            entries.push(Entry { name: name.as_slice().into(), kind: Kind::Symlink, mode: 0o777, size: 0, link: link.into(), id });
+            return Ok(());
         }
-        _ => bail!("`{}` is a {}; store paths hold only files, directories and symlinks", path(name), nofollow::kind_of(stat)),
+    }
+    let (dir, stat, children) = open_and_list(parent, base, stat.map(FileId::of)).map_err(|e| e.context(path(name)))?;
+    let dir_fd = dir.fd().with_context(|| format!("cannot list directory `{}`", path(name)))?;
+    let dir_name = [name.as_slice(), b"/"].concat().into();
+    let (mode, id) = (stat.st_mode & 0o7777, FileId::of(&stat));
+    entries.push(Entry { name: dir_name, kind: Kind::Directory, mode, size: 0, link: Box::default(), id });
+    for child in children {
+        let len = name.len();
+        name.push(b'/');
+        name.extend_from_slice(&child.name);
+        scan_tree(dir_fd, &child.name, child.stat.as_ref(), name, entries)?;
+        name.truncate(len);
     }
     Ok(())
 }
 
-/// Opens the directory `base` of `parent` (the one whose `lstat` gave `id`) and lists it.
-/// The error says what went wrong; the caller adds the path.
-fn open_and_list(parent: BorrowedFd<'_>, base: &[u8], id: FileId) -> Result<(Dir, Children)> {
-    let fd = nofollow::open_dir_at(parent, base, id).map_err(|e| {
+/// Opens the directory `base` of `parent`, never through a symlink; when the caller
+/// `lstat`ed it, it must be that directory (`expected`). The error says what went wrong;
+/// the caller adds the path.
+fn open_dir(parent: BorrowedFd<'_>, base: &[u8], expected: Option<FileId>) -> Result<(OwnedFd, Stat)> {
+    let changed = |e: &dyn std::fmt::Display| {
         anyhow!("directory changed while being scanned ({e}; it is now {})", nofollow::describe(parent, base))
-    })?;
-    nofollow::list_dir(fd).map_err(|e| anyhow!("cannot list directory: {e}"))
+    };
+    let (fd, stat) = nofollow::open_dir_at(parent, base).map_err(|e| changed(&e))?;
+    match expected {
+        Some(id) if id != FileId::of(&stat) => Err(changed(&format!("it was {id}"))),
+        _ => Ok((fd, stat)),
+    }
+}
+
+/// [`open_dir`], then lists the directory.
+fn open_and_list(parent: BorrowedFd<'_>, base: &[u8], expected: Option<FileId>) -> Result<(Dir, Stat, Vec<Child>)> {
+    let (fd, stat) = open_dir(parent, base, expected)?;
+    let (dir, children) = nofollow::list_dir(fd).map_err(|e| anyhow!("cannot list directory: {e}"))?;
+    Ok((dir, stat, children))
 }
 
 /// The customisation layer: `contents` merged at `/` the way symlinkJoin merges them, or
@@ -269,7 +286,7 @@ pub fn customisation_layer(customisation: &Customisation, mtime: i64) -> Result<
                 ),
                 _ => bail!("`contents` entry `{content}` is not a directory; contents are merged into `/` like symlinkJoin"),
             }
-            let (dir, children) = open_and_list(store.as_fd(), base, FileId::of(&stat))
+            let (dir, _, children) = open_and_list(store.as_fd(), base, Some(FileId::of(&stat)))
                 .map_err(|e| e.context(format!("`contents` entry `{content}`")))?;
             let mut source = content.as_str().as_bytes().to_vec();
             merge_into(&mut root, dir, children, &mut source, &mut Vec::new(), index, contents)?;
@@ -294,9 +311,9 @@ fn prebuilt_layer(dir: &StorePath) -> Result<LayerSource> {
             nofollow::describe(store.as_fd(), base)
         );
     }
-    let (dir_fd, _) = open_and_list(store.as_fd(), base, FileId::of(&stat))
+    let (dir_fd, _) = open_dir(store.as_fd(), base, Some(FileId::of(&stat)))
         .map_err(|e| e.context(format!("prebuilt customisation layer `{dir}`")))?;
-    let dir_fd = dir_fd.fd()?;
+    let dir_fd = dir_fd.as_fd();
     let (file, stat) = match nofollow::open_file_at(dir_fd, b"layer.tar") {
         Ok(opened) => opened,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -403,14 +420,14 @@ enum Node {
 fn merge_into(
     tree: &mut BTreeMap<Vec<u8>, Node>,
     dir: Dir,
-    children: Children,
+    children: Vec<Child>,
     source: &mut Vec<u8>,
     rel: &mut Vec<u8>,
     index: usize,
     contents: &[StorePath],
 ) -> Result<()> {
     let dir_fd = dir.fd()?;
-    for (name, stat) in children {
+    for Child { name, stat } in children {
         let (source_len, rel_len) = (source.len(), rel.len());
         source.push(b'/');
         source.extend_from_slice(&name);
@@ -425,10 +442,11 @@ fn merge_into(
             )
         };
         // `stat` is from lstat: a symlink to a directory is a link, not a directory.
-        let is_dir = nofollow::file_type(&stat) == FileType::Directory;
+        let is_dir = !matches!(&stat, Some(stat) if nofollow::file_type(stat) != FileType::Directory);
         let merge_dir = |tree: &mut BTreeMap<Vec<u8>, Node>, source: &mut Vec<u8>, rel: &mut Vec<u8>| -> Result<()> {
             let shown = String::from_utf8_lossy(source).into_owned();
-            let (sub, sub_children) = open_and_list(dir_fd, &name, FileId::of(&stat)).map_err(|e| e.context(shown))?;
+            let (sub, _, sub_children) =
+                open_and_list(dir_fd, &name, stat.as_ref().map(FileId::of)).map_err(|e| e.context(shown))?;
             merge_into(tree, sub, sub_children, source, rel, index, contents)
         };
         match tree.get_mut(name.as_ref()) {
