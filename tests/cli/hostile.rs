@@ -11,7 +11,7 @@
 //! rest. `build` runs the same reading code; it is driven through the library (plan and
 //! scan, swap, write into an [`AtomicFile`] as `build` does).
 
-use crate::fixture::{file, make_fifo, make_writable, Fixture};
+use crate::fixture::{dir, file, make_fifo, make_writable, read_docker_archive, read_tar, Fixture};
 use nix_layers::archive::write_docker_archive;
 use nix_layers::attrs::Attrs;
 use nix_layers::output::AtomicFile;
@@ -54,7 +54,7 @@ enum Swap {
 }
 
 /// A closure of two store paths, one per layer: `aa-big` (a 16 MiB file) first, then
-/// `zz-victim` holding `etc/data`.
+/// `zz-victim` holding `etc/data` and an empty directory `etc/empty/`.
 struct SwapFixture {
     fixture: Fixture,
     victim: PathBuf,
@@ -64,7 +64,7 @@ fn swap_fixture() -> SwapFixture {
     assert_eq!(MARKER.len(), VICTIM.len());
     let mut fixture = Fixture::new();
     fixture.add_path("aa-big", &[file("big", &vec![b'x'; 16 << 20], 0o444)], &[]);
-    let victim = fixture.add_path("zz-victim", &[file("etc/data", VICTIM, 0o444)], &[]);
+    let victim = fixture.add_path("zz-victim", &[file("etc/data", VICTIM, 0o444), dir("etc/empty", 0o555)], &[]);
     SwapFixture { fixture, victim: PathBuf::from(victim) }
 }
 
@@ -152,7 +152,7 @@ fn run_bounded(fixture: &Fixture, args: &[&str]) -> (ExitStatus, Vec<u8>, String
 /// The outcome every hostile case must have: failure with exit status 1, `named` in the
 /// message, no panic, no marker in `output`.
 fn assert_refused(status: ExitStatus, output: &[u8], stderr: &str, named: &str) {
-    eprint!("refused as expected? {stderr}");
+    eprint!("stderr of the refused run: {stderr}");
     assert!(!has_marker(output), "bytes from outside the store entered the output; stderr:\n{stderr}");
     assert!(!status.success(), "succeeded; stderr:\n{stderr}");
     assert_eq!(status.code(), Some(1), "exit status of a handled error: {stderr}");
@@ -239,6 +239,38 @@ fn stream_refuses_a_file_swapped_for_a_fifo_after_the_scan_without_hanging() {
 #[test]
 fn stream_refuses_a_file_swapped_for_another_file_after_the_scan() {
     stream_with_swap(Swap::FileToOtherFile);
+}
+
+/// Regression (held before issue 8 too, since nothing is read from it): an empty directory
+/// swapped for a symlink to a full one after the scan is written as scanned, a directory
+/// with nothing in it.
+#[test]
+fn stream_writes_an_empty_directory_swapped_after_the_scan_as_scanned() {
+    let f = swap_fixture();
+    let attrs = f.fixture.write_attrs("attrs.json", &f.fixture.attrs());
+    let mut child = f
+        .fixture
+        .command(&["stream", "--threads", "1", "--attrs", attrs.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut head = vec![0u8; 4096];
+    child.stdout.as_mut().unwrap().read_exact(&mut head).unwrap();
+    let empty = f.victim.join("etc/empty");
+    let outside = f.fixture.outside("full/secret", MARKER);
+    make_writable(&f.victim.join("etc"));
+    fs::remove_dir(&empty).unwrap();
+    symlink(outside.parent().unwrap(), &empty).unwrap();
+    let (status, rest, stderr) = finish(child, "stream after swapping an empty directory");
+    assert!(status.success(), "{stderr}");
+    head.extend_from_slice(&rest);
+    let image = read_docker_archive(&head);
+    assert!(!has_marker(&image.layers.concat()));
+    let names: Vec<String> = read_tar(&image.layers[1]).into_iter().map(|e| e.name).collect();
+    let victim = f.victim.to_str().unwrap().trim_start_matches('/');
+    assert_eq!(names[names.len() - 2..], [format!("{victim}/etc/data"), format!("{victim}/etc/empty/")], "{names:?}");
+    assert!(!names.iter().any(|n| n.contains("secret")), "{names:?}");
 }
 
 #[test]
@@ -415,9 +447,9 @@ fn a_store_path_that_is_a_symlink_is_one_symlink_entry() {
     let mut fixture = Fixture::new();
     let outside = fixture.outside("dir/secret", MARKER);
     let linked = fixture.add_symlink_path("linked", outside.parent().unwrap(), &[]);
-    let image = crate::fixture::read_docker_archive(&fixture.build(&fixture.attrs()));
+    let image = read_docker_archive(&fixture.build(&fixture.attrs()));
     assert!(!has_marker(&image.layers.concat()));
-    let entries = crate::fixture::read_tar(&image.layers[0]);
+    let entries = read_tar(&image.layers[0]);
     let mine: Vec<_> = entries.iter().filter(|e| e.name.contains("linked")).collect();
     assert_eq!(mine.len(), 1, "{entries:?}");
     assert_eq!(mine[0].kind, tar::EntryType::Symlink);
