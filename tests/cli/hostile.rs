@@ -204,7 +204,10 @@ fn build_with_swap(swap: Swap) {
                 out.commit(0o444).unwrap();
                 Ok(fs::read(&target).unwrap())
             }
-            Err(e) => Err(format!("{e:#}")),
+            Err(e) => {
+                drop(out); // removes the temporary file, before the test looks
+                Err(format!("{e:#}"))
+            }
         };
         let _ = tx.send(result);
     });
