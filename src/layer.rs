@@ -7,12 +7,15 @@
 //! `threads × (QUEUE_DEPTH + 1)` chunks are alive. The bytes do not depend on the thread
 //! count.
 
-use crate::scan::LayerSource;
+use crate::nofollow::{self, FileId};
+use crate::scan::{Entry, LayerSource, ReadAt};
 use crate::tar_header::{self, Kind};
 use anyhow::{anyhow, bail, Context, Result};
+use rustix::fs::{FileType, Stat};
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
@@ -148,21 +151,39 @@ fn write_layer(source: &LayerSource, pool: &BufferPool, cancelled: &AtomicBool, 
         tx.send(Message::Chunk(chunk)).map_err(|_| io::Error::other("consumer stopped"))
     });
     match source {
-        LayerSource::Entries { entries, owner } => {
+        LayerSource::Entries { entries, owner, store_dir } => {
+            let mut tree = match store_dir {
+                Some(dir) => Some(StoreTree::open(dir)?),
+                None => None,
+            };
             for entry in entries {
                 if cancelled.load(Ordering::Relaxed) {
                     bail!("cancelled");
                 }
                 entry.header(owner).write_to(&mut chunks)?;
-                if entry.kind == Kind::File {
-                    copy_exact(&mut chunks, &entry.source(), entry.size)?;
-                    chunks.write_all(&tar_header::ZEROS[..tar_header::padding(entry.size)])?;
+                match (entry.kind, tree.as_mut()) {
+                    (Kind::Directory, Some(tree)) => tree.enter(entry)?,
+                    (Kind::File, Some(tree)) => {
+                        let mut file = tree.open_file(entry)?;
+                        copy_exact(&mut chunks, &mut file, &entry.source(), entry.size)?;
+                        chunks.write_all(&tar_header::ZEROS[..tar_header::padding(entry.size)])?;
+                    }
+                    (Kind::File, None) => bail!("internal error: `{}` has no store to be read from", entry.source().display()),
+                    (Kind::Directory | Kind::Symlink, _) => {} // written as scanned: nothing to read
                 }
             }
             chunks.write_all(&tar_header::ZEROS)?;
             chunks.write_all(&tar_header::ZEROS)?;
         }
-        LayerSource::Prebuilt { path, size } => copy_exact(&mut chunks, path, *size)?,
+        LayerSource::Prebuilt { path, size, file } => {
+            // The file was checked when scanned and has stayed open since; its size must
+            // still be the one the archive header promises.
+            let now = nofollow::size_of(&rustix::fs::fstat(file).with_context(|| format!("cannot stat `{}`", path.display()))?);
+            if now != *size {
+                bail!("`{}` changed size after it was scanned (it was {size} bytes, now {now})", path.display());
+            }
+            copy_exact(&mut chunks, &mut ReadAt::new(file, *size), path, *size)?
+        }
     }
     chunks.finish()?;
     let expected = source.size();
@@ -172,12 +193,144 @@ fn write_layer(source: &LayerSource, pool: &BufferPool, cancelled: &AtomicBool, 
     Ok(LayerDigest { sha256: sha.finalize().into(), size })
 }
 
-/// Copies exactly `len` bytes of `path` (its size when scanned), failing if the file has
+/// Opens the files of a store layer being written, checking each against the scan.
+///
+/// A file is opened in one system call below the store directory's descriptor with no
+/// symlink allowed in any component (`openat2`, see [`nofollow::open_file_beneath`]), then
+/// its `fstat` must match the scan: a regular file, same device and inode, same size. So a
+/// name swapped for a symlink, a FIFO or another file after the scan, or a directory on
+/// its way swapped for a symlink, is refused, naming it.
+///
+/// When that open fails, or `openat2` is unavailable, the file is reached one directory
+/// at a time instead: entries come depth first, a directory before its contents, so the
+/// directories the current entry is in form one chain from the store directory down.
+/// Each is opened relative to its parent's descriptor, never through a symlink, and must
+/// be the directory the scan saw; the error then names the first name that changed.
+struct StoreTree<'a> {
+    /// The store directory's tar name, with its `/` (`nix/store/`).
+    root_name: Vec<u8>,
+    /// The store directory.
+    root: OwnedFd,
+    /// Whether `openat2` may work (until the kernel says it does not).
+    beneath: bool,
+    /// The chain below it: each directory entry, and its descriptor once opened (always
+    /// a prefix of the chain is open).
+    chain: Vec<(&'a Entry, Option<OwnedFd>)>,
+}
+
+impl<'a> StoreTree<'a> {
+    fn open(store_dir: &str) -> Result<StoreTree<'a>> {
+        let root = nofollow::open_store_dir(Path::new(store_dir))
+            .with_context(|| format!("cannot open the store directory `{store_dir}`"))?;
+        let mut root_name = store_dir.trim_start_matches('/').as_bytes().to_vec();
+        root_name.push(b'/');
+        Ok(StoreTree { root_name, root, beneath: true, chain: Vec::new() })
+    }
+
+    /// Leaves the directories `name` is not in; returns `name`'s last component.
+    fn move_to_parent_of(&mut self, name: &'a [u8]) -> Result<&'a [u8]> {
+        let (parent, base) = split_name(name);
+        while self.chain.last().is_some_and(|(dir, _)| *dir.name != *parent) {
+            self.chain.pop();
+        }
+        if self.chain.is_empty() && parent != self.root_name.as_slice() {
+            bail!("internal error: `/{}` is not below an open directory of the store", String::from_utf8_lossy(name));
+        }
+        Ok(base)
+    }
+
+    /// A directory entry: the chain now ends with it (opened only if needed).
+    fn enter(&mut self, entry: &'a Entry) -> Result<()> {
+        if self.root_name.starts_with(&entry.name) {
+            return Ok(()); // the store directory's own entries (`nix/`, `nix/store/`): not read
+        }
+        self.move_to_parent_of(&entry.name)?;
+        self.chain.push((entry, None));
+        Ok(())
+    }
+
+    /// Opens, outermost first, every directory of the chain not open yet, each checked to
+    /// be the one scanned; returns the innermost (the store directory if none).
+    fn open_chain(&mut self) -> Result<BorrowedFd<'_>> {
+        let first_closed = self.chain.iter().position(|(_, fd)| fd.is_none()).unwrap_or(self.chain.len());
+        for i in first_closed..self.chain.len() {
+            let (outer, rest) = self.chain.split_at_mut(i);
+            let parent = outer.last().and_then(|(_, fd)| fd.as_ref()).unwrap_or(&self.root).as_fd();
+            let (dir, fd) = &mut rest[0];
+            let base = split_name(&dir.name).1;
+            let (opened, stat) =
+                nofollow::open_dir_at(parent, base).map_err(|e| changed(&dir.source(), parent, base, &e.to_string()))?;
+            let id = FileId::of(&stat);
+            if id != dir.id {
+                bail!("`{}` changed after it was scanned: it is another directory ({id}, was {})", shown(&dir.source()), dir.id);
+            }
+            *fd = Some(opened);
+        }
+        Ok(self.chain.last().and_then(|(_, fd)| fd.as_ref()).unwrap_or(&self.root).as_fd())
+    }
+
+    /// Opens the file `entry` and checks it is the file scanned.
+    fn open_file(&mut self, entry: &'a Entry) -> Result<File> {
+        let base = self.move_to_parent_of(&entry.name)?;
+        if self.beneath {
+            let rel = entry.name.strip_prefix(self.root_name.as_slice()).unwrap_or(&entry.name);
+            match nofollow::open_file_beneath(self.root.as_fd(), rel) {
+                Ok((file, stat)) => return check_file(entry, file, &stat),
+                Err(e) if nofollow::unsupported(&e) => self.beneath = false,
+                Err(_) => {} // something changed on the way: the walk below names it
+            }
+        }
+        let parent = self.open_chain()?;
+        let (file, stat) =
+            nofollow::open_file_at(parent, base).map_err(|e| changed(&entry.source(), parent, base, &e.to_string()))?;
+        check_file(entry, file, &stat)
+    }
+}
+
+/// `file`, opened for `entry`, if its `stat` is the scan's: a regular file, same device
+/// and inode, same size.
+fn check_file(entry: &Entry, file: File, stat: &Stat) -> Result<File> {
+    let id = FileId::of(stat);
+    let why = if nofollow::file_type(stat) != FileType::RegularFile {
+        format!("changed after it was scanned: it is now a {}", nofollow::kind_of(stat))
+    } else if id != entry.id {
+        format!("changed after it was scanned: it is another file ({id}, was {})", entry.id)
+    } else if nofollow::size_of(stat) != entry.size {
+        format!("changed size after it was scanned (it was {} bytes, now {})", entry.size, nofollow::size_of(stat))
+    } else {
+        return Ok(file);
+    };
+    bail!("`{}` {why}; nothing was read from it", entry.source().display())
+}
+
+/// A tar name's parent (with its `/`) and last component: `a/b/` → (`a/`, `b`).
+fn split_name(name: &[u8]) -> (&[u8], &[u8]) {
+    let trimmed = name.strip_suffix(b"/").unwrap_or(name);
+    trimmed.split_at(trimmed.iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1))
+}
+
+/// `path` for a message, without a directory's trailing `/`.
+fn shown(path: &Path) -> String {
+    let text = path.display().to_string();
+    text.strip_suffix('/').map(str::to_string).unwrap_or(text)
+}
+
+/// The error for a name that could not be opened as scanned, saying what is there now.
+fn changed(path: &Path, parent: BorrowedFd<'_>, base: &[u8], error: &str) -> anyhow::Error {
+    let now = nofollow::describe(parent, base);
+    let path = shown(path);
+    if now.starts_with("a symlink") {
+        anyhow!("`{path}` changed after it was scanned: it is now {now}, and store symlinks are never followed")
+    } else {
+        anyhow!("`{path}` changed after it was scanned: it is now {now} ({error})")
+    }
+}
+
+/// Copies exactly `len` bytes of `file` (its size when scanned), failing if the file has
 /// changed size since: the tar header already promised `len` bytes.
-fn copy_exact<F: FnMut(Vec<u8>) -> io::Result<()>>(chunks: &mut Chunker<'_, F>, path: &Path, len: u64) -> Result<()> {
-    let mut file = File::open(path).with_context(|| format!("cannot open `{}`", path.display()))?;
+fn copy_exact<F: FnMut(Vec<u8>) -> io::Result<()>>(chunks: &mut Chunker<'_, F>, file: &mut impl Read, path: &Path, len: u64) -> Result<()> {
     let read = chunks
-        .fill_from(&mut file, len)
+        .fill_from(file, len)
         .with_context(|| format!("cannot read `{}`", path.display()))?;
     let mut probe = [0u8; 1];
     let grew = file.read(&mut probe).with_context(|| format!("cannot read `{}`", path.display()))? > 0;
@@ -215,7 +368,7 @@ impl<'p, F: FnMut(Vec<u8>) -> io::Result<()>> Chunker<'p, F> {
     }
 
     /// Reads up to `len` bytes of `file`; returns how many there were.
-    fn fill_from(&mut self, file: &mut File, len: u64) -> io::Result<u64> {
+    fn fill_from(&mut self, file: &mut impl Read, len: u64) -> io::Result<u64> {
         let mut done = 0;
         while done < len {
             self.flush_full()?;
@@ -255,5 +408,80 @@ impl<F: FnMut(Vec<u8>) -> io::Result<()>> Write for Chunker<'_, F> {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::scan::{scan_store_paths, store_layer};
+    use crate::store_path::StorePath;
+    use crate::tar_header::Owner;
+    use std::fs;
+
+    /// Reads every file of `entries` through a [`StoreTree`], with `openat2` or with the
+    /// walk one directory at a time; returns each file's name and bytes.
+    fn read_all(store: &str, entries: &[Entry], beneath: bool) -> Result<Vec<(String, Vec<u8>)>> {
+        let mut tree = StoreTree::open(store)?;
+        tree.beneath = beneath;
+        let mut read = Vec::new();
+        for entry in entries {
+            match entry.kind {
+                Kind::Directory => tree.enter(entry)?,
+                Kind::File => {
+                    let mut bytes = Vec::new();
+                    tree.open_file(entry)?.read_to_end(&mut bytes)?;
+                    read.push((String::from_utf8_lossy(&entry.name).into_owned(), bytes));
+                }
+                Kind::Symlink => {}
+            }
+        }
+        Ok(read)
+    }
+
+    /// A scanned store path: `a/b/one`, `a/two`, `c/d/` (empty), `e/three`, `top`, `link`.
+    fn scanned() -> (tempfile::TempDir, String, Vec<Entry>) {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = tmp.path().join("store").to_str().unwrap().to_string();
+        let path = format!("{store}/0l1v2mjy9ivhn9njfz2szzh7whr0vj02-x");
+        for (rel, data) in [("a/b/one", "1"), ("a/two", "22"), ("e/three", "333"), ("top", "4444")] {
+            let file = Path::new(&path).join(rel);
+            fs::create_dir_all(file.parent().unwrap()).unwrap();
+            fs::write(file, data).unwrap();
+        }
+        fs::create_dir_all(Path::new(&path).join("c/d")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", Path::new(&path).join("link")).unwrap();
+        let store_path = StorePath::parse(&store, &path).unwrap();
+        let trees = scan_store_paths(&[&store_path], 1).unwrap();
+        let owner = Owner { uid: 0, gid: 0, uname: String::new(), gname: String::new(), mtime: 1 };
+        let LayerSource::Entries { entries, .. } = store_layer(&store, trees, owner) else { unreachable!() };
+        (tmp, store, entries)
+    }
+
+    #[test]
+    fn the_directory_walk_reads_what_openat2_reads() {
+        let (_tmp, store, entries) = scanned();
+        let fast = read_all(&store, &entries, true).unwrap();
+        let walked = read_all(&store, &entries, false).unwrap();
+        let sizes: Vec<usize> = walked.iter().map(|(_, bytes)| bytes.len()).collect();
+        assert_eq!(sizes, [1, 2, 3, 4], "{walked:?}");
+        assert_eq!(fast, walked);
+    }
+
+    #[test]
+    fn the_directory_walk_refuses_a_directory_swapped_for_a_symlink() {
+        let (tmp, store, entries) = scanned();
+        let a = Path::new(&store).join("0l1v2mjy9ivhn9njfz2szzh7whr0vj02-x/a");
+        let outside = tmp.path().join("outside");
+        fs::create_dir_all(outside.join("b")).unwrap();
+        fs::write(outside.join("b/one"), "X").unwrap();
+        fs::rename(&a, tmp.path().join("old")).unwrap();
+        std::os::unix::fs::symlink(&outside, &a).unwrap();
+        for beneath in [true, false] {
+            let error = format!("{:#}", read_all(&store, &entries, beneath).unwrap_err());
+            assert!(error.contains(&format!("`{}` changed after it was scanned", a.display())), "{error}");
+            assert!(error.contains("symlink"), "{error}");
+        }
     }
 }

@@ -16,6 +16,7 @@ pub mod compress;
 pub mod graph;
 pub mod layer;
 pub mod layering;
+pub mod nofollow;
 pub mod output;
 pub mod pipeline;
 pub mod plan;

@@ -7,15 +7,24 @@
 //! Store-layer order: the entries of the store directory itself (`nix/`, `nix/store/`),
 //! then each store path in plan order, depth first, a directory before its contents,
 //! siblings sorted by name bytes. Symlinks are recorded, never followed.
+//!
+//! The store is not trusted: every name is looked up relative to its directory's
+//! descriptor, without following symlinks (see [`crate::nofollow`]), and each entry keeps
+//! the device and inode it had, so that the writer ([`crate::layer`]) reads exactly the
+//! files scanned or fails naming the one that changed.
 
+use crate::nofollow::{self, Child, FileId};
 use crate::plan::Customisation;
 use crate::store_path::StorePath;
 use crate::tar_header::{self, Header, Kind, Owner};
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
+use rustix::fs::{Dir, FileType, Stat};
 use std::collections::BTreeMap;
-use std::fs;
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStringExt;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -34,6 +43,9 @@ pub struct Entry {
     pub size: u64,
     /// Symlink target (symlinks only).
     pub link: Box<[u8]>,
+    /// Which file the scan saw (store entries; zero for entries not on disk): a file or
+    /// directory found at the same name when the layer is written must be this one.
+    pub id: FileId,
 }
 
 impl Entry {
@@ -42,11 +54,17 @@ impl Entry {
         Header { name: &self.name, kind: self.kind, mode: self.mode, size: self.size, link: &self.link, owner }
     }
 
-    /// Where a file entry's data is on disk.
+    /// Where a file entry's data is on disk (for messages: files are opened relative to
+    /// their directory, see [`crate::nofollow`]).
     pub fn source(&self) -> PathBuf {
         let mut path = b"/".to_vec();
         path.extend_from_slice(&self.name);
         PathBuf::from(std::ffi::OsString::from_vec(path))
+    }
+
+    fn not_on_disk(name: Vec<u8>, kind: Kind, link: Vec<u8>) -> Entry {
+        let mode = if kind == Kind::Symlink { 0o777 } else { 0o755 };
+        Entry { name: name.into(), kind, mode, size: 0, link: link.into(), id: FileId::default() }
     }
 }
 
@@ -58,13 +76,20 @@ pub enum LayerSource {
         entries: Vec<Entry>,
         /// Owner and mtime of every entry.
         owner: Owner,
+        /// The store directory the entries were scanned from (store layers), under which
+        /// files are opened relative to their directory when written; `None` when no
+        /// entry has data to read (the contents layer).
+        store_dir: Option<Box<str>>,
     },
     /// A finished tar copied as it is (a prebuilt customisation layer).
     Prebuilt {
-        /// The `layer.tar` file.
+        /// The `layer.tar` file, for messages.
         path: PathBuf,
-        /// Its size.
+        /// Its size when scanned.
         size: u64,
+        /// The file itself, open since it was checked: its bytes are read from this very
+        /// file, whatever happens to the path meanwhile.
+        file: File,
     },
 }
 
@@ -72,7 +97,7 @@ impl LayerSource {
     /// Exact size of the layer tar in bytes.
     pub fn size(&self) -> u64 {
         match self {
-            LayerSource::Entries { entries, owner } => {
+            LayerSource::Entries { entries, owner, .. } => {
                 entries.iter().map(|e| e.header(owner).entry_len()).sum::<u64>() + tar_header::END_LEN
             }
             LayerSource::Prebuilt { size, .. } => *size,
@@ -98,29 +123,41 @@ pub fn store_layer(store_dir: &str, trees: Vec<Vec<Entry>>, owner: Owner) -> Lay
     for component in components {
         prefix.extend_from_slice(component.as_bytes());
         prefix.push(b'/');
-        entries.push(Entry { name: prefix.clone().into(), kind: Kind::Directory, mode: 0o755, size: 0, link: Box::default() });
+        entries.push(Entry::not_on_disk(prefix.clone(), Kind::Directory, Vec::new()));
     }
     for tree in trees {
         entries.extend(tree);
     }
-    LayerSource::Entries { entries, owner }
+    LayerSource::Entries { entries, owner, store_dir: Some(store_dir.into()) }
+}
+
+/// The store directory `path` is in, opened (see [`crate::nofollow`]).
+fn open_store_dir_of(path: &StorePath) -> Result<OwnedFd> {
+    let dir = &path.as_str()[..path.as_str().len() - path.base_name().len()];
+    let dir = if dir.len() > 1 { dir.trim_end_matches('/') } else { dir };
+    nofollow::open_store_dir(Path::new(dir)).with_context(|| format!("cannot open the store directory `{dir}`"))
 }
 
 /// Each store path's tree of entries, in the order of `paths`, scanned on `threads`
 /// workers (a closure of many small paths is mostly directory listing and `stat`).
 ///
+/// Every name is looked up relative to its directory's descriptor, never through a
+/// symlink: a store path that is a symlink is one symlink entry.
+///
 /// # Errors
 /// A store path missing on disk, an unreadable directory, or a special file: the error
 /// of the first such path in `paths`, whatever the thread count.
 pub fn scan_store_paths(paths: &[&StorePath], threads: usize) -> Result<Vec<Vec<Entry>>> {
+    let Some(first) = paths.first() else { return Ok(Vec::new()) };
+    let store = open_store_dir_of(first)?;
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
     let scan_one = |path: &StorePath| -> Result<Vec<Entry>> {
-        let on_disk = Path::new(path.as_str());
-        let meta = fs::symlink_metadata(on_disk)
+        let base = path.base_name().as_bytes();
+        let stat = nofollow::lstat_at(store.as_fd(), base)
             .with_context(|| format!("store path `{path}` is missing on disk or unreadable"))?;
         let mut entries = Vec::new();
-        scan_tree(on_disk, meta, &mut entries)?;
+        scan_tree(store.as_fd(), base, Some(&stat), &mut path.as_str().as_bytes()[1..].to_vec(), &mut entries)?;
         entries.shrink_to_fit();
         Ok(entries)
     };
@@ -152,52 +189,64 @@ pub fn scan_store_paths(paths: &[&StorePath], threads: usize) -> Result<Vec<Vec<
     Ok(trees)
 }
 
-fn scan_tree(path: &Path, meta: fs::Metadata, entries: &mut Vec<Entry>) -> Result<()> {
-    let name = &path.as_os_str().as_bytes()[1..];
-    let mode = meta.permissions().mode() & 0o7777;
-    let file_type = meta.file_type();
-    if file_type.is_symlink() {
-        let target = fs::read_link(path).with_context(|| format!("cannot read symlink `{}`", path.display()))?;
-        let link = target.into_os_string().into_vec().into();
-        entries.push(Entry { name: name.into(), kind: Kind::Symlink, mode: 0o777, size: 0, link });
-    } else if file_type.is_file() {
-        entries.push(Entry { name: name.into(), kind: Kind::File, mode, size: meta.len(), link: Box::default() });
-    } else if file_type.is_dir() {
-        let dir_name = [name, b"/"].concat().into();
-        entries.push(Entry { name: dir_name, kind: Kind::Directory, mode, size: 0, link: Box::default() });
-        for (child, child_meta) in sorted_children(path)? {
-            scan_tree(&child, child_meta, entries)?;
+/// Scans `base` in the directory `parent`, whose `lstat` is `stat` (`None`: a directory
+/// by its `getdents` type, not `lstat`ed); `name` is its tar name (its path without the
+/// leading `/`), used as a buffer for the names below it.
+fn scan_tree(parent: BorrowedFd<'_>, base: &[u8], stat: Option<&Stat>, name: &mut Vec<u8>, entries: &mut Vec<Entry>) -> Result<()> {
+    let path = |name: &[u8]| format!("/{}", String::from_utf8_lossy(name));
+    if let Some(stat) = stat {
+        let (mode, id) = (stat.st_mode & 0o7777, FileId::of(stat));
+        let link = match nofollow::file_type(stat) {
+            FileType::Directory => None,
+            FileType::Symlink => Some(
+                nofollow::read_link_at(parent, base).with_context(|| format!("cannot read symlink `{}`", path(name)))?,
+            ),
+            FileType::RegularFile => {
+                let size = nofollow::size_of(stat);
+                entries.push(Entry { name: name.as_slice().into(), kind: Kind::File, mode, size, link: Box::default(), id });
+                return Ok(());
+            }
+            _ => bail!("`{}` is a {}; store paths hold only files, directories and symlinks", path(name), nofollow::kind_of(stat)),
+        };
+        if let Some(link) = link {
+            entries.push(Entry { name: name.as_slice().into(), kind: Kind::Symlink, mode: 0o777, size: 0, link: link.into(), id });
+            return Ok(());
         }
-    } else {
-        bail!("`{}` is a {}; store paths hold only files, directories and symlinks", path.display(), special_kind(&file_type));
+    }
+    let (dir, stat, children) = open_and_list(parent, base, stat.map(FileId::of)).map_err(|e| e.context(path(name)))?;
+    let dir_fd = dir.fd().with_context(|| format!("cannot list directory `{}`", path(name)))?;
+    let dir_name = [name.as_slice(), b"/"].concat().into();
+    let (mode, id) = (stat.st_mode & 0o7777, FileId::of(&stat));
+    entries.push(Entry { name: dir_name, kind: Kind::Directory, mode, size: 0, link: Box::default(), id });
+    for child in children {
+        let len = name.len();
+        name.push(b'/');
+        name.extend_from_slice(&child.name);
+        scan_tree(dir_fd, &child.name, child.stat.as_ref(), name, entries)?;
+        name.truncate(len);
     }
     Ok(())
 }
 
-fn sorted_children(dir: &Path) -> Result<Vec<(PathBuf, fs::Metadata)>> {
-    let read = |e: std::io::Error| anyhow::Error::new(e).context(format!("cannot list directory `{}`", dir.display()));
-    let mut children = Vec::new();
-    for item in fs::read_dir(dir).map_err(read)? {
-        let item = item.map_err(read)?;
-        let path = item.path();
-        // Relative to the open directory (no path walk), and like lstat: links not followed.
-        let meta = item.metadata().with_context(|| format!("cannot stat `{}`", path.display()))?;
-        children.push((path, meta));
+/// Opens the directory `base` of `parent`, never through a symlink; when the caller
+/// `lstat`ed it, it must be that directory (`expected`). The error says what went wrong;
+/// the caller adds the path.
+fn open_dir(parent: BorrowedFd<'_>, base: &[u8], expected: Option<FileId>) -> Result<(OwnedFd, Stat)> {
+    let changed = |e: &dyn std::fmt::Display| {
+        anyhow!("directory changed while being scanned ({e}; it is now {})", nofollow::describe(parent, base))
+    };
+    let (fd, stat) = nofollow::open_dir_at(parent, base).map_err(|e| changed(&e))?;
+    match expected {
+        Some(id) if id != FileId::of(&stat) => Err(changed(&format!("it was {id}"))),
+        _ => Ok((fd, stat)),
     }
-    children.sort_by(|a, b| a.0.file_name().cmp(&b.0.file_name()));
-    Ok(children)
 }
 
-fn special_kind(file_type: &fs::FileType) -> &'static str {
-    if file_type.is_fifo() {
-        "fifo"
-    } else if file_type.is_socket() {
-        "socket"
-    } else if file_type.is_block_device() || file_type.is_char_device() {
-        "device file"
-    } else {
-        "special file"
-    }
+/// [`open_dir`], then lists the directory.
+fn open_and_list(parent: BorrowedFd<'_>, base: &[u8], expected: Option<FileId>) -> Result<(Dir, Stat, Vec<Child>)> {
+    let (fd, stat) = open_dir(parent, base, expected)?;
+    let (dir, children) = nofollow::list_dir(fd).map_err(|e| anyhow!("cannot list directory: {e}"))?;
+    Ok((dir, stat, children))
 }
 
 /// The customisation layer: `contents` merged at `/` the way symlinkJoin merges them, or
@@ -205,33 +254,159 @@ fn special_kind(file_type: &fs::FileType) -> &'static str {
 ///
 /// Directories present in several contents are merged recursively; every file and
 /// symlink becomes a symlink to its path in the store. Entries are owned by root (as in
-/// nixpkgs, where `uid`/`gid` apply to store layers only).
+/// nixpkgs, where `uid`/`gid` apply to store layers only). Nothing is followed: a content
+/// that is itself a symlink is an error (symlinkJoin would merge the directory it points
+/// to, which may be outside the store).
+///
+/// A prebuilt `layer.tar` must be a regular file in its store path (not a symlink) and a
+/// tar whose entries stay inside the root; it is kept open until written.
 ///
 /// # Errors
-/// A content that is not a directory, or two contents providing the same path (both named).
+/// A content that is not a directory, or two contents providing the same path (both
+/// named); a `layer.tar` that is missing, not a regular file, not a tar, or has an entry
+/// that leaves the root (named).
 pub fn customisation_layer(customisation: &Customisation, mtime: i64) -> Result<LayerSource> {
     let contents = match customisation {
-        Customisation::Prebuilt(dir) => {
-            let path = Path::new(dir.as_str()).join("layer.tar");
-            let meta = fs::metadata(&path)
-                .with_context(|| format!("prebuilt customisation layer `{}` is missing or unreadable", path.display()))?;
-            return Ok(LayerSource::Prebuilt { path, size: meta.len() });
-        }
+        Customisation::Prebuilt(dir) => return prebuilt_layer(dir),
         Customisation::Contents(contents) => contents,
     };
     let mut root = BTreeMap::new();
-    for (index, content) in contents.iter().enumerate() {
-        let top = Path::new(content.as_str());
-        let meta = fs::metadata(top).with_context(|| format!("`contents` entry `{content}` is missing on disk"))?;
-        if !meta.is_dir() {
-            bail!("`contents` entry `{content}` is not a directory; contents are merged into `/` like symlinkJoin");
+    if let Some(first) = contents.first() {
+        let store = open_store_dir_of(first)?;
+        for (index, content) in contents.iter().enumerate() {
+            let base = content.base_name().as_bytes();
+            let stat = nofollow::lstat_at(store.as_fd(), base)
+                .with_context(|| format!("`contents` entry `{content}` is missing on disk"))?;
+            match nofollow::file_type(&stat) {
+                FileType::Directory => {}
+                FileType::Symlink => bail!(
+                    "`contents` entry `{content}` is {}; a store path that is a symlink is never followed: \
+                     list the store path it points to instead",
+                    nofollow::describe(store.as_fd(), base)
+                ),
+                _ => bail!("`contents` entry `{content}` is not a directory; contents are merged into `/` like symlinkJoin"),
+            }
+            let (dir, _, children) = open_and_list(store.as_fd(), base, Some(FileId::of(&stat)))
+                .map_err(|e| e.context(format!("`contents` entry `{content}`")))?;
+            let mut source = content.as_str().as_bytes().to_vec();
+            merge_into(&mut root, dir, children, &mut source, &mut Vec::new(), index, contents)?;
         }
-        merge_into(&mut root, top, Path::new(""), index, contents)?;
     }
     let mut entries = Vec::new();
     flatten(&root, Vec::new(), &mut entries);
     let owner = Owner { uid: 0, gid: 0, uname: "root".into(), gname: "root".into(), mtime };
-    Ok(LayerSource::Entries { entries, owner })
+    Ok(LayerSource::Entries { entries, owner, store_dir: None })
+}
+
+/// The prebuilt customisation layer `<dir>/layer.tar`, opened and checked.
+fn prebuilt_layer(dir: &StorePath) -> Result<LayerSource> {
+    let path = PathBuf::from(format!("{dir}/layer.tar"));
+    let store = open_store_dir_of(dir)?;
+    let base = dir.base_name().as_bytes();
+    let stat = nofollow::lstat_at(store.as_fd(), base)
+        .with_context(|| format!("prebuilt customisation layer `{dir}` is missing on disk"))?;
+    if nofollow::file_type(&stat) != FileType::Directory {
+        bail!(
+            "prebuilt customisation layer `{dir}` is {}, not a directory holding `layer.tar` (store symlinks are never followed)",
+            nofollow::describe(store.as_fd(), base)
+        );
+    }
+    let (dir_fd, _) = open_dir(store.as_fd(), base, Some(FileId::of(&stat)))
+        .map_err(|e| e.context(format!("prebuilt customisation layer `{dir}`")))?;
+    let dir_fd = dir_fd.as_fd();
+    let (file, stat) = match nofollow::open_file_at(dir_fd, b"layer.tar") {
+        Ok(opened) => opened,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("prebuilt customisation layer `{}` is missing", path.display())
+        }
+        Err(e) => match nofollow::describe(dir_fd, b"layer.tar") {
+            now if now.starts_with("a symlink") => {
+                bail!("prebuilt customisation layer `{}` is {now}; store symlinks are never followed", path.display())
+            }
+            now => bail!("cannot open the prebuilt customisation layer `{}` ({now}): {e}", path.display()),
+        },
+    };
+    if nofollow::file_type(&stat) != FileType::RegularFile {
+        bail!("prebuilt customisation layer `{}` is a {}, not a regular file", path.display(), nofollow::kind_of(&stat));
+    }
+    let size = nofollow::size_of(&stat);
+    check_layer_tar(&file, size).with_context(|| format!("prebuilt customisation layer `{}`", path.display()))?;
+    Ok(LayerSource::Prebuilt { path, size, file })
+}
+
+/// Checks that `file` (`size` bytes) is a tar archive (ustar, GNU or PAX, read with the
+/// `tar` crate) and that every entry, and every hard link's target, stays inside the
+/// image root: no absolute name, no `..` component. Only headers are read; data is
+/// skipped.
+fn check_layer_tar(file: &File, size: u64) -> Result<()> {
+    let mut archive = tar::Archive::new(ReadAt::new(file, size));
+    let not_tar = |e: std::io::Error| anyhow!("not a valid tar archive: {e}");
+    for entry in archive.entries_with_seek().map_err(not_tar)? {
+        let entry = entry.map_err(not_tar)?;
+        let name = entry.path_bytes();
+        let shown = || String::from_utf8_lossy(&name).into_owned();
+        if let Some(why) = leaves_root(&name) {
+            bail!("entry `{}` {why}; every entry must stay inside the image root", shown());
+        }
+        if entry.header().entry_type().is_hard_link() {
+            if let Some(target) = entry.link_name_bytes() {
+                if let Some(why) = leaves_root(&target) {
+                    bail!("hard link `{}` → `{}`: the target {why}", shown(), String::from_utf8_lossy(&target));
+                }
+            }
+        }
+        let end = entry.raw_file_position().saturating_add(entry.size());
+        if end > size {
+            bail!("entry `{}` is truncated: its data ends at byte {end}, the file has {size}", shown());
+        }
+    }
+    Ok(())
+}
+
+/// Why a tar name leaves the root, if it does.
+fn leaves_root(name: &[u8]) -> Option<&'static str> {
+    if name.first() == Some(&b'/') {
+        Some("has an absolute name")
+    } else if name.split(|&b| b == b'/').any(|c| c == b"..") {
+        Some("has a `..` component")
+    } else {
+        None
+    }
+}
+
+/// Reads a shared [`File`] from its own position, with `pread`: the file's offset is
+/// never touched, so the layer can be checked, then copied, from the same descriptor.
+pub struct ReadAt<'a> {
+    file: &'a File,
+    pos: u64,
+    len: u64,
+}
+
+impl<'a> ReadAt<'a> {
+    /// Reads `file`, of `len` bytes, from its start.
+    pub fn new(file: &'a File, len: u64) -> ReadAt<'a> {
+        ReadAt { file, pos: 0, len }
+    }
+}
+
+impl Read for ReadAt<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.file.read_at(buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for ReadAt<'_> {
+    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+        let pos = match to {
+            SeekFrom::Start(n) => Some(n),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+            SeekFrom::End(d) => self.len.checked_add_signed(d),
+        };
+        self.pos = pos.ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "seek before the start"))?;
+        Ok(self.pos)
+    }
 }
 
 /// A node of the merged tree; `from` is the index of the content that provided it.
@@ -240,39 +415,54 @@ enum Node {
     Link { target: Vec<u8>, from: usize },
 }
 
+/// Merges the listed directory `dir` (its `children`) into `tree`. `source` is its path
+/// in the store (symlink targets are built on it), `rel` its path in the image.
 fn merge_into(
     tree: &mut BTreeMap<Vec<u8>, Node>,
-    content_root: &Path,
-    rel: &Path,
+    dir: Dir,
+    children: Vec<Child>,
+    source: &mut Vec<u8>,
+    rel: &mut Vec<u8>,
     index: usize,
     contents: &[StorePath],
 ) -> Result<()> {
-    for (child, meta) in sorted_children(&content_root.join(rel))? {
-        let name = child.file_name().unwrap_or_default().as_bytes().to_vec();
-        let child_rel = rel.join(child.file_name().unwrap_or_default());
-        let conflict = |other: usize| {
-            anyhow::anyhow!(
-                "`contents` conflict: `/{}` is provided by both `{}` and `{}`",
-                child_rel.display(),
+    let dir_fd = dir.fd()?;
+    for Child { name, stat } in children {
+        let (source_len, rel_len) = (source.len(), rel.len());
+        source.push(b'/');
+        source.extend_from_slice(&name);
+        rel.push(b'/');
+        rel.extend_from_slice(&name);
+        let conflict = |other: usize, rel: &[u8]| {
+            anyhow!(
+                "`contents` conflict: `{}` is provided by both `{}` and `{}`",
+                String::from_utf8_lossy(rel),
                 contents[other],
                 contents[index]
             )
         };
-        match tree.get_mut(&name) {
-            // `meta` is from lstat: a symlink to a directory is a link, not a directory.
-            Some(Node::Dir { children, .. }) if meta.is_dir() => {
-                merge_into(children, content_root, &child_rel, index, contents)?;
-            }
-            Some(Node::Dir { from, .. } | Node::Link { from, .. }) => return Err(conflict(*from)),
-            None if meta.is_dir() => {
+        // `stat` is from lstat: a symlink to a directory is a link, not a directory.
+        let is_dir = !matches!(&stat, Some(stat) if nofollow::file_type(stat) != FileType::Directory);
+        let merge_dir = |tree: &mut BTreeMap<Vec<u8>, Node>, source: &mut Vec<u8>, rel: &mut Vec<u8>| -> Result<()> {
+            let shown = String::from_utf8_lossy(source).into_owned();
+            let (sub, _, sub_children) =
+                open_and_list(dir_fd, &name, stat.as_ref().map(FileId::of)).map_err(|e| e.context(shown))?;
+            merge_into(tree, sub, sub_children, source, rel, index, contents)
+        };
+        match tree.get_mut(name.as_ref()) {
+            Some(Node::Dir { children, .. }) if is_dir => merge_dir(children, source, rel)?,
+            Some(Node::Dir { from, .. } | Node::Link { from, .. }) => return Err(conflict(*from, rel)),
+            None if is_dir => {
                 let mut children = BTreeMap::new();
-                merge_into(&mut children, content_root, &child_rel, index, contents)?;
-                tree.insert(name, Node::Dir { children, from: index });
+                merge_dir(&mut children, source, rel)?;
+                tree.insert(name.into_vec(), Node::Dir { children, from: index });
             }
             None => {
-                tree.insert(name, Node::Link { target: child.into_os_string().into_vec(), from: index });
+                tree.insert(name.into_vec(), Node::Link { target: source.clone(), from: index });
             }
         }
+        source.truncate(source_len);
+        rel.truncate(rel_len);
     }
     Ok(())
 }
@@ -284,12 +474,10 @@ fn flatten(tree: &BTreeMap<Vec<u8>, Node>, prefix: Vec<u8>, entries: &mut Vec<En
         match node {
             Node::Dir { children, .. } => {
                 path.push(b'/');
-                entries.push(Entry { name: path.clone().into(), kind: Kind::Directory, mode: 0o755, size: 0, link: Box::default() });
+                entries.push(Entry::not_on_disk(path.clone(), Kind::Directory, Vec::new()));
                 flatten(children, path, entries);
             }
-            Node::Link { target, .. } => {
-                entries.push(Entry { name: path.into(), kind: Kind::Symlink, mode: 0o777, size: 0, link: target.as_slice().into() });
-            }
+            Node::Link { target, .. } => entries.push(Entry::not_on_disk(path, Kind::Symlink, target.clone())),
         }
     }
 }

@@ -142,6 +142,24 @@ impl Fixture {
         path
     }
 
+    /// Creates the store path `name` as a symlink to `target` (nothing else) and adds it
+    /// to the closure with `refs`.
+    pub fn add_symlink_path(&mut self, name: &str, target: &Path, refs: &[&str]) -> String {
+        let path = self.store_path(name);
+        symlink(target, &path).unwrap();
+        self.add_entry(&path, refs);
+        path
+    }
+
+    /// Creates `<tmp>/outside/<rel>` holding `data`: a file outside the store, whose bytes
+    /// must never enter an image.
+    pub fn outside(&self, rel: &str, data: &[u8]) -> PathBuf {
+        let path = self.dir.path().join("outside").join(rel);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, data).unwrap();
+        path
+    }
+
     /// Adds a closure entry without creating anything on disk.
     pub fn add_entry(&mut self, path: &str, refs: &[&str]) {
         let mut references = vec![path.to_string()];
@@ -249,6 +267,17 @@ fn walk_dirs(root: &Path) -> Vec<PathBuf> {
         i += 1;
     }
     dirs
+}
+
+/// Makes the (read-only, store-like) directory `dir` writable, to swap things in it.
+pub fn make_writable(dir: &Path) {
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// Creates a FIFO at `path`.
+pub fn make_fifo(path: &Path) {
+    use rustix::fs::{mknodat, FileType, Mode, CWD};
+    mknodat(CWD, path, FileType::Fifo, Mode::from_raw_mode(0o644), 0).unwrap();
 }
 
 /// The 32-character hash of the fixture path `name` (order-preserving; see module docs).
