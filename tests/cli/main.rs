@@ -8,5 +8,6 @@ mod determinism;
 mod errors;
 mod fixture;
 mod image;
+mod layering;
 mod plan;
 mod popularity;
