@@ -337,3 +337,109 @@ proptest! {
         check_promises(Shape::ManyRoots { roots, libraries }, seed, max_layers, true)?;
     }
 }
+
+// ---- autolayer against a plain, slow reading of auto-layer.py's algorithm ------------------
+
+/// The autolayer split computed the obvious way: every step copies the whole split and
+/// recomputes closures from scratch (quadratic, fine for small graphs). Sorting and the
+/// tie rule are the documented ones.
+fn plain_autolayer(entries: &[GraphEntry<'_>], available: usize, left_out: &[String]) -> Vec<Vec<String>> {
+    use std::collections::{BTreeSet, HashMap, HashSet};
+    let refs: HashMap<&str, BTreeSet<&str>> = entries
+        .iter()
+        .map(|e| (e.path.as_ref(), e.references.iter().map(|r| r.as_ref()).filter(|r| *r != e.path).collect()))
+        .collect();
+    let size: HashMap<&str, u64> = entries.iter().map(|e| (e.path.as_ref(), e.nar_size)).collect();
+    let mut users: HashMap<&str, BTreeSet<&str>> = refs.keys().map(|&p| (p, BTreeSet::new())).collect();
+    for (&p, rs) in &refs {
+        for &r in rs {
+            users.get_mut(r).unwrap().insert(p);
+        }
+    }
+    let reach = |start: &str, edges: &HashMap<&str, BTreeSet<&str>>| -> BTreeSet<String> {
+        let mut seen = BTreeSet::new();
+        let mut todo = vec![start.to_string()];
+        while let Some(p) = todo.pop() {
+            for &next in &edges[p.as_str()] {
+                if seen.insert(next.to_string()) {
+                    todo.push(next.to_string());
+                }
+            }
+        }
+        seen
+    };
+    let mut by_size: Vec<&str> = refs.keys().copied().collect();
+    by_size.sort_by(|a, b| (size[a], a).cmp(&(size[b], b)));
+    let mut split: HashMap<&str, BTreeSet<&str>> = refs.keys().map(|&p| (p, BTreeSet::new())).collect();
+    while let Some(primary) = by_size.pop() {
+        let mut next = split.clone();
+        next.insert(primary, BTreeSet::from([primary]));
+        let deps = reach(primary, &refs);
+        let above = reach(primary, &users);
+        for dep in &deps {
+            let set = next.get_mut(dep.as_str()).unwrap();
+            set.retain(|q| !above.contains(*q));
+            if !set.iter().any(|q| deps.contains(*q)) {
+                set.insert(primary);
+            }
+        }
+        if next.values().collect::<HashSet<_>>().len() > available.max(1) {
+            break;
+        }
+        split = next;
+    }
+    let key = |p: &str| -> (String, String) {
+        let (hash, name) = p.split_once('-').unwrap();
+        (name.to_string(), hash.to_string())
+    };
+    let mut layers: HashMap<&BTreeSet<&str>, Vec<&str>> = HashMap::new();
+    for (&p, set) in &split {
+        layers.entry(set).or_default().push(p);
+    }
+    let mut layers: Vec<(u64, Vec<&str>)> = layers
+        .into_values()
+        .map(|mut paths| {
+            paths.sort_by_key(|p| key(p));
+            let mut closure: BTreeSet<String> = paths.iter().map(|p| p.to_string()).collect();
+            for p in &paths {
+                closure.extend(reach(p, &refs));
+            }
+            (closure.iter().map(|p| size[p.as_str()]).sum(), paths)
+        })
+        .collect();
+    layers.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| key(a.1[0]).cmp(&key(b.1[0]))));
+    layers
+        .into_iter()
+        .map(|(_, paths)| paths.into_iter().filter(|p| !left_out.iter().any(|l| l == p)).map(String::from).collect())
+        .filter(|l: &Vec<String>| !l.is_empty())
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn autolayer_equals_the_plain_reading_of_auto_layer_py(
+        shape in prop_oneof![
+            (1usize..60, 0u64..300).prop_map(|(nodes, density)| Shape::RandomDag { nodes, density }),
+            (1usize..15).prop_map(|count| Shape::Diamonds { count }),
+            (0usize..40).prop_map(|libraries| Shape::WrapperRoot { libraries }),
+            (1usize..60, 1usize..10).prop_map(|(roots, libraries)| Shape::ManyRoots { roots, libraries }),
+        ],
+        seed in any::<u64>(),
+        max_layers in 2usize..80,
+        leave_out in any::<bool>(),
+    ) {
+        let entries = generate(shape, seed);
+        let left_out: Vec<String> =
+            if leave_out { vec![entries[Rng(seed).below(entries.len())].path.to_string()] } else { Vec::new() };
+        let graph = Graph::new(&entries).unwrap();
+        let mut excluded = vec![false; graph.len()];
+        for path in &left_out {
+            excluded[graph.node(path).unwrap() as usize] = true;
+        }
+        let input = Input { graph: &graph, excluded: &excluded, available: max_layers - 1 };
+        let fast = as_paths(&graph, &layering::store_layers(&Layering::AutoLayer, &input).unwrap());
+        prop_assert_eq!(fast, plain_autolayer(&entries, max_layers - 1, &left_out));
+    }
+}
