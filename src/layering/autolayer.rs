@@ -43,13 +43,13 @@ pub fn layers(input: &Input<'_>) -> Vec<StoreLayer> {
         return Vec::new();
     }
     let keys: Vec<(&str, &str)> = graph.paths.iter().map(|p| sort_key(p)).collect();
-    let set_of = nearest_primaries(input);
+    let split = nearest_primaries(input);
 
     // Group the nodes by their set of nearest primaries, one group per layer.
     let mut group_of_set: HashMap<u32, usize> = HashMap::new();
     let mut groups: Vec<(u32, Vec<u32>)> = Vec::new();
     for node in 0..graph.len() as u32 {
-        let set = set_of.layer_of[node as usize];
+        let set = split.layer_of[node as usize];
         let group = *group_of_set.entry(set).or_insert_with(|| {
             groups.push((set, Vec::new()));
             groups.len() - 1
@@ -83,7 +83,7 @@ pub fn layers(input: &Input<'_>) -> Vec<StoreLayer> {
             if paths.is_empty() {
                 return None;
             }
-            Some(StoreLayer { paths, reason: reason(input, &set_of.sets.sets[*set as usize]) })
+            Some(StoreLayer { paths, reason: reason(input, &split.sets.sets[*set as usize]) })
         })
         .collect()
 }
