@@ -13,6 +13,8 @@
 , created ? "1970-01-01T00:00:01Z"
 , mtime ? "1970-01-01T00:00:01Z"
 , maxLayers ? 100
+, layering ? null
+, layeringPipeline ? null
 , uid ? 0
 , gid ? 0
 , uname ? "root"
@@ -34,7 +36,8 @@ in
 internalImage {
   command = "build";
   drvName = "${baseNameOf name}.tar${ext}";
-  inherit compressor name tag contents config created mtime maxLayers uid gid uname gname
+  inherit compressor name tag contents config created mtime maxLayers layering layeringPipeline
+    uid gid uname gname
     architecture includeStorePaths extraCommands fakeRootCommands meta;
   # nixpkgs exposes the stream variant of the same image as passthru.stream.
   passthru = passthru // { stream = streamLayeredImage (builtins.removeAttrs args [ "compressor" ]); };

@@ -117,8 +117,8 @@ in
     config.Cmd = [ "/bin/cat" "/fake-root-file" ];
   };
 
-  # More than 100 store paths: with the default maxLayers = 100 the image has exactly
-  # 100 layers, the last store layer holding the least popular paths.
+  # More than 100 store paths: the default maxLayers = 100 is reached (99 store layers, and
+  # no customisation layer since there are no contents).
   many-paths = buildLayeredImage {
     name = "many-paths";
     tag = "latest";

@@ -10,7 +10,8 @@
 { command       # "build" or "stream-script": the nix-layers subcommand
 , drvName       # the derivation's (file) name
 , compressor    # build only; null for the stream script
-, name, tag, contents, config, created, mtime, maxLayers, uid, gid, uname, gname
+, name, tag, contents, config, created, mtime, maxLayers, layering, layeringPipeline
+, uid, gid, uname, gname
 , architecture, includeStorePaths, extraCommands, fakeRootCommands, passthru, meta
 }:
 
@@ -18,6 +19,30 @@ assert lib.assertMsg (maxLayers > 1)
   "nix-layers: maxLayers must be greater than 1 (the customisation layer is one of them), got maxLayers = ${toString maxLayers}";
 
 let
+  # --- layering (docs/nix.md): checked here so that a bad value fails evaluation -----
+  layeringNames = [ "popularity" "autolayer" "reuse" ];
+  describe = v:
+    let type = builtins.typeOf v; in
+    if type == "string" then "\"${v}\"" else if type == "int" then "an int" else "a ${type}";
+  layeringAttrs =
+    if layering == null then { }
+    else if builtins.elem layering layeringNames then { inherit layering; }
+    else throw "nix-layers: unknown layering ${describe layering} (use one of: ${builtins.concatStringsSep ", " layeringNames}; or null for the default, autolayer)";
+  # nixpkgs takes a list of [function, args…] steps, or a path to a JSON file holding one;
+  # the file is read here so the builder gets the list.
+  pipelineFile = p: builtins.isPath p || (builtins.isString p && builtins.substring 0 1 p == "/");
+  pipelineSteps =
+    if builtins.isList layeringPipeline then layeringPipeline
+    else if pipelineFile layeringPipeline then
+      let steps = builtins.fromJSON (builtins.readFile layeringPipeline); in
+      if builtins.isList steps then steps
+      else throw "nix-layers: layeringPipeline file ${toString layeringPipeline} holds ${describe steps}, not a list of [function, args…] steps"
+    else throw "nix-layers: layeringPipeline must be a list of [function, args…] steps or a path to a JSON file holding one, got ${describe layeringPipeline}";
+  pipelineAttrs =
+    if layeringPipeline == null then { }
+    else if layering != null then throw "nix-layers: give layering or layeringPipeline, not both (got layering = ${describe layering})"
+    else { layeringPipeline = pipelineSteps; };
+
   contentsList = if builtins.isList contents then contents else [ contents ];
   contentsPaths = map (c: "${c}") contentsList;
   imageName = lib.toLower name;
@@ -119,7 +144,8 @@ let
       includeStorePaths;
     contents = contentsPaths;
     customisationLayer = if customisationLayer == null then null else "${customisationLayer}";
-  } // (if compressor == null then { } else { inherit compressor; }) // closureAttrs);
+  } // (if compressor == null then { } else { inherit compressor; }) // layeringAttrs // pipelineAttrs
+    // closureAttrs);
 
   imageTag =
     if tag != null then tag

@@ -13,6 +13,8 @@
 , created ? "1970-01-01T00:00:01Z"
 , mtime ? "1970-01-01T00:00:01Z"
 , maxLayers ? 100
+, layering ? null
+, layeringPipeline ? null
 , uid ? 0
 , gid ? 0
 , uname ? "root"
@@ -29,7 +31,8 @@ internalImage {
   command = "stream-script";
   drvName = "stream-${baseNameOf name}";
   compressor = null;
-  inherit name tag contents config created mtime maxLayers uid gid uname gname
+  inherit name tag contents config created mtime maxLayers layering layeringPipeline
+    uid gid uname gname
     architecture includeStorePaths extraCommands fakeRootCommands meta;
   passthru = passthru // { isExe = true; };
 }

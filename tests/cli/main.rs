@@ -9,5 +9,6 @@ mod errors;
 mod fixture;
 mod hostile;
 mod image;
+mod layering;
 mod plan;
 mod popularity;

@@ -7,7 +7,7 @@ check_eq "default.nix returns exactly the API" \
   "$(nix_eval 'builtins.attrNames api' 2>&1)"
 
 # The documented arguments (docs/nix.md), with whether each has a default.
-build_args='{"architecture":true,"compressor":true,"config":true,"contents":true,"created":true,"extraCommands":true,"fakeRootCommands":true,"gid":true,"gname":true,"includeStorePaths":true,"maxLayers":true,"meta":true,"mtime":true,"name":false,"passthru":true,"tag":true,"uid":true,"uname":true}'
+build_args='{"architecture":true,"compressor":true,"config":true,"contents":true,"created":true,"extraCommands":true,"fakeRootCommands":true,"gid":true,"gname":true,"includeStorePaths":true,"layering":true,"layeringPipeline":true,"maxLayers":true,"meta":true,"mtime":true,"name":false,"passthru":true,"tag":true,"uid":true,"uname":true}'
 stream_args=$(echo "$build_args" | jq -c 'del(.compressor)')
 check_eq "buildLayeredImage takes exactly nixpkgs' documented arguments" "$build_args" \
   "$(nix_eval 'builtins.functionArgs api.buildLayeredImage' 2>&1)"
@@ -28,6 +28,42 @@ else fail "maxLayers = 1 fails the assertion, quoting the value" "rc=$rc: $out";
 out=$(nix_eval '(api.buildLayeredImage { name = "x"; compressor = "xz"; }).drvPath' 2>&1); rc=$?
 if [ $rc -ne 0 ] && [[ $out == *'"xz"'* ]]; then pass "unknown compressor is an error naming it"
 else fail "unknown compressor is an error naming it" "rc=$rc: $out"; fi
+
+# layering / layeringPipeline reach the builder's attrs (both functions, and passthru.stream);
+# unset, the binary's default applies. A bad value fails evaluation, naming it.
+check_eq "layering passes through buildLayeredImage, its stream, streamLayeredImage; unset: absent" \
+  '["popularity","popularity","reuse",false]' \
+  "$(nix_eval 'let b = api.buildLayeredImage { name = "x"; layering = "popularity"; }; in [
+      b.layering b.passthru.stream.layering
+      (api.streamLayeredImage { name = "x"; layering = "reuse"; }).layering
+      ((api.buildLayeredImage { name = "x"; }) ? layering) ]' 2>&1)"
+out=$(nix_eval '(api.buildLayeredImage { name = "x"; layering = "bogus"; }).drvPath' 2>&1); rc=$?
+if [ $rc -ne 0 ] && [[ $out == *'layering "bogus"'* ]] && [[ $out == *"popularity, autolayer, reuse"* ]]; then
+  pass "unknown layering is an evaluation error naming it and the allowed values"
+else fail "unknown layering is an evaluation error naming it and the allowed values" "rc=$rc: $out"; fi
+out=$(nix_eval '(api.streamLayeredImage { name = "x"; layering = 3; }).drvPath' 2>&1); rc=$?
+if [ $rc -ne 0 ] && [[ $out == *"layering an int"* ]]; then pass "a non-string layering is an evaluation error"
+else fail "a non-string layering is an evaluation error" "rc=$rc: $out"; fi
+pipeline='[["subcomponent_out",["/nix/store/00000000000000000000000000000000-x"]],["over","rest",["pipe",[["popularity_contest"],["limit_layers",5]]]]]'
+echo "$pipeline" > "$E2E_TMP/pipeline.json"
+check_eq "layeringPipeline: a list, a path and a path string to a JSON file all reach the builder as the list" \
+  "[$pipeline,$pipeline,$pipeline,$pipeline]" \
+  "$(nix_eval "let p = builtins.fromJSON ''$pipeline''; i = a: (api.buildLayeredImage ({ name = \"x\"; } // a)).layeringPipeline; in [
+      (i { layeringPipeline = p; }) (i { layeringPipeline = $E2E_TMP/pipeline.json; })
+      (i { layeringPipeline = \"$E2E_TMP/pipeline.json\"; })
+      (api.streamLayeredImage { name = \"x\"; layeringPipeline = $E2E_TMP/pipeline.json; }).layeringPipeline ]" 2>&1)"
+out=$(nix_eval '(api.buildLayeredImage { name = "x"; layeringPipeline = { steps = [ ]; }; }).drvPath' 2>&1); rc=$?
+if [ $rc -ne 0 ] && [[ $out == *"layeringPipeline must be a list"*"got a set"* ]]; then
+  pass "a layeringPipeline neither a list nor a path is an evaluation error naming it"
+else fail "a layeringPipeline neither a list nor a path is an evaluation error naming it" "rc=$rc: $out"; fi
+echo '{"not":"a list"}' > "$E2E_TMP/not-a-pipeline.json"
+out=$(nix_eval "(api.buildLayeredImage { name = \"x\"; layeringPipeline = $E2E_TMP/not-a-pipeline.json; }).drvPath" 2>&1); rc=$?
+if [ $rc -ne 0 ] && [[ $out == *"not-a-pipeline.json holds a set"* ]]; then
+  pass "a layeringPipeline file without a list is an evaluation error naming the file"
+else fail "a layeringPipeline file without a list is an evaluation error naming the file" "rc=$rc: $out"; fi
+out=$(nix_eval '(api.buildLayeredImage { name = "x"; layering = "reuse"; layeringPipeline = [ ]; }).drvPath' 2>&1); rc=$?
+if [ $rc -ne 0 ] && [[ $out == *"layering or layeringPipeline, not both"* ]]; then pass "layering and layeringPipeline together are an evaluation error"
+else fail "layering and layeringPipeline together are an evaluation error" "rc=$rc: $out"; fi
 
 check_eq "output names: <name>.tar.gz / .tar.zst / .tar, stream-<name>" \
   '["layered-image.tar.gz","compressor-zstd.tar.zst","compressor-none.tar","stream-stream-image"]' \

@@ -144,5 +144,30 @@ if [ -n "$nsp" ]; then
     "$(docker run --rm --network none -v /nix/store:/nix/store:ro "$ref" 2>&1)" "Hello, world!"
 else fail "includeStorePaths = false: builds"; fi
 
+# Each layering strategy: a small stream image (maxLayers 3, so that the strategies have to
+# choose) builds, its layers are the plan's, the plan names the strategy, and it loads and
+# runs in docker and podman.
+for strategy in popularity autolayer reuse; do
+  ex=layering-$strategy
+  echo " -- $ex"
+  script=$(nix-build --no-out-link -E "
+    let pkgs = import $STANDIN { system = \"x86_64-linux\"; };
+        api = import $REPO/default.nix { inherit pkgs; };
+    in api.streamLayeredImage { name = \"$ex\"; tag = \"latest\"; maxLayers = 3; layering = \"$strategy\";
+         contents = [ pkgs.hello pkgs.bash pkgs.coreutils ]; config.Cmd = [ \"\${pkgs.hello}/bin/hello\" ]; }" \
+    2>"$E2E_TMP/stderr") || { fail "$ex: builds"; continue; }
+  tarball=$E2E_TMP/$ex.tar
+  check "$ex: ./result writes the image" sh -c "'$script' > '$tarball'"
+  if "$NIX_LAYERS" plan --json --attrs "$script" >"$E2E_TMP/$ex.plan.json" 2>"$E2E_TMP/stderr"; then
+    check_eq "$ex: the plan names the strategy" "\"$strategy\"" "$(jq .layering "$E2E_TMP/$ex.plan.json")"
+    check_eq "$ex: store paths per layer = nix-layers plan" \
+      "$(plan_store_paths "$E2E_TMP/$ex.plan.json")" "$(layer_store_paths "$tarball")"
+  else fail "$ex: nix-layers plan --json --attrs <stream script>" "$(cat "$E2E_TMP/stderr")"; fi
+  ref=$(docker load -i "$tarball" 2>&1 | sed -n 's/^Loaded image: //p' | tail -1)
+  check_contains "$ex: docker load and run" "$(docker run --rm --network none "$ref" 2>&1)" "Hello, world!"
+  pref=$(pm load -i "$tarball" 2>&1 | sed -n -E 's/^Loaded image(\(s\))?: //p' | tail -1 | cut -d, -f1)
+  check_contains "$ex: podman load and run" "$(pm run --rm --network none "$pref" 2>&1)" "Hello, world!"
+done
+
 dockerd_stop
 podman_cleanup
