@@ -678,3 +678,389 @@ fn reach(adjacency: &[Vec<usize>], starts: &[usize], blocked: &[bool]) -> Vec<bo
     }
     seen
 }
+
+#[cfg(test)]
+mod tests {
+    //! Vectors from nixpkgs' own tests of `flatten-references-graph` (NixOS/nixpkgs,
+    //! `pkgs/build-support/flatten-references-graph/src/flatten_references_graph/*_test.py`),
+    //! restated here: their graphs, their expected path sets, in our documented order.
+    use super::*;
+    use crate::layering::popularity as classic;
+    use serde_json::json;
+
+    /// A graph from `(path, narSize, references)`.
+    fn sized(nodes: &[(&str, u64, &[&str])]) -> Graph {
+        let entries: Vec<GraphEntry> = nodes
+            .iter()
+            .map(|(path, size, refs)| GraphEntry {
+                path: Cow::Borrowed(*path),
+                references: refs.iter().map(|r| Cow::Borrowed(*r)).collect(),
+                nar_size: *size,
+            })
+            .collect();
+        Graph::new(&entries).unwrap()
+    }
+
+    /// A graph from edges and detached nodes, every narSize 0 (so paths order it).
+    fn edges(edges: &[(&'static str, &'static str)], detached: &[&'static str]) -> Graph {
+        let mut names: Vec<&str> = edges.iter().flat_map(|&(a, b)| [a, b]).chain(detached.iter().copied()).collect();
+        names.sort_unstable();
+        names.dedup();
+        let refs: Vec<Vec<&str>> =
+            names.iter().map(|n| edges.iter().filter(|(a, _)| a == n).map(|&(_, b)| b).collect()).collect();
+        let nodes: Vec<(&str, u64, &[&str])> = names.iter().zip(&refs).map(|(n, r)| (*n, 0, r.as_slice())).collect();
+        sized(&nodes)
+    }
+
+    /// The layers `pipeline` makes of `graph` without the `excluded` paths, as paths.
+    fn run(graph: &Graph, excluded: &[&str], pipeline: Value) -> Result<Vec<Vec<String>>> {
+        let excluded: Vec<bool> = graph.paths.iter().map(|p| excluded.contains(&p.as_str())).collect();
+        let input = Input { graph, excluded: &excluded, available: 99 };
+        Ok(layers(&input, &pipeline)?
+            .into_iter()
+            .map(|l| l.paths.iter().map(|&n| graph.paths[n as usize].clone()).collect())
+            .collect())
+    }
+
+    fn ok(graph: &Graph, pipeline: Value) -> Vec<Vec<String>> {
+        run(graph, &[], pipeline).unwrap()
+    }
+
+    fn err(graph: &Graph, pipeline: Value) -> String {
+        format!("{:#}", run(graph, &[], pipeline).unwrap_err())
+    }
+
+    fn want(layers: &[&[&str]]) -> Vec<Vec<String>> {
+        layers.iter().map(|l| l.iter().map(|p| p.to_string()).collect()).collect()
+    }
+
+    /// One part of a dict by name: key, paths, references (sorted).
+    type Named = (&'static str, Vec<String>, Vec<(String, String)>);
+
+    /// One step on the whole graph; the dict it makes, by name.
+    fn dict(graph: &Graph, step: Value) -> Vec<Named> {
+        let excluded = vec![false; graph.len()];
+        let input = Input { graph, excluded: &excluded, available: 99 };
+        let run = Run { graph };
+        let step = parse_step(&step, ROOT).unwrap();
+        let Data::Dict(entries) = run.apply(&step, Data::Graph(run.start(&input))).unwrap() else {
+            panic!("not a dict");
+        };
+        let name = |n: u32| graph.paths[n as usize].clone();
+        entries
+            .into_iter()
+            .map(|(key, value)| {
+                let Data::Graph(part) = value else { panic!("not a graph") };
+                let mut edges: Vec<(String, String)> = part.edges.iter().map(|&(u, v)| (name(u), name(v))).collect();
+                edges.sort();
+                (key.name(), part.nodes.iter().map(|&n| name(n)).collect(), edges)
+            })
+            .collect()
+    }
+
+    fn part(key: &'static str, paths: &[&str], edges: &[(&str, &str)]) -> Named {
+        let mut edges: Vec<(String, String)> = edges.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        edges.sort();
+        (key, paths.iter().map(|p| p.to_string()).collect(), edges)
+    }
+
+    /// flatten_references_graph_test.py's graph: A→C, B→C, B→D; narSizes 2, 4, 6, 8.
+    fn frg_graph() -> Graph {
+        sized(&[("A", 2, &["A", "C"]), ("B", 4, &["C", "D"]), ("C", 6, &["C"]), ("D", 8, &["D"])])
+    }
+
+    #[test]
+    fn nixpkgs_flatten_references_graph_test() {
+        let g = frg_graph();
+        let split = json!([["split_paths", ["B"]]]);
+        // B and its exclusive deps, the common deps, the rest.
+        assert_eq!(ok(&g, split.clone()), want(&[&["B", "D"], &["C"], &["A"]]));
+        let nested = json!([["split_paths", ["B"]], ["over", "main", ["subcomponent_in", ["B"]]]]);
+        assert_eq!(ok(&g, nested), want(&[&["B"], &["D"], &["C"], &["A"]]));
+        // exclude_paths: without A, B is the only root and is all of `main`.
+        assert_eq!(run(&g, &["A"], split.clone()).unwrap(), want(&[&["B", "C", "D"]]));
+        // Without D, B's layer loses it.
+        assert_eq!(run(&g, &["D"], split).unwrap(), want(&[&["B"], &["C"], &["A"]]));
+    }
+
+    /// popularity_contest_test.py's graph.
+    fn contest_graph() -> Graph {
+        edges(
+            &[
+                ("Root1", "A"),
+                ("A", "B"),
+                ("A", "D"),
+                ("D", "E"),
+                ("B", "D"),
+                ("B", "F"),
+                ("Root2", "B"),
+                ("Root3", "C"),
+            ],
+            &["X"],
+        )
+    }
+
+    #[test]
+    fn nixpkgs_popularity_contest_test() {
+        let order = ["E", "D", "F", "B", "A", "C", "Root1", "Root2", "Root3", "X"];
+        let one_each: Vec<&[&str]> = order.iter().map(std::slice::from_ref).collect();
+        assert_eq!(ok(&contest_graph(), json!([["popularity_contest"]])), want(&one_each));
+        assert_eq!(ok(&edges(&[], &[]), json!([["popularity_contest"]])), want(&[]));
+    }
+
+    #[test]
+    fn nixpkgs_split_paths_test() {
+        let g = contest_graph(); // split_paths_test.py uses the same graph
+        let all = ["A", "B", "C", "D", "E", "F", "Root1", "Root2", "Root3", "X"];
+        let all_edges =
+            [("Root1", "A"), ("A", "B"), ("A", "D"), ("D", "E"), ("B", "D"), ("B", "F"), ("Root2", "B"), ("Root3", "C")];
+        assert_eq!(dict(&g, json!(["split_paths", []])), vec![part("rest", &all, &all_edges)]);
+        assert_eq!(dict(&edges(&[], &[]), json!(["split_paths", ["B"]])), vec![part("rest", &[], &[])]);
+        assert_eq!(
+            dict(&g, json!(["split_paths", ["B"]])),
+            vec![
+                part("main", &["B", "F"], &[("B", "F")]),
+                part("common", &["D", "E"], &[("D", "E")]),
+                part("rest", &["A", "C", "Root1", "Root2", "Root3", "X"], &[("Root1", "A"), ("Root3", "C")]),
+            ]
+        );
+        assert_eq!(
+            dict(&g, json!(["split_paths", ["B", "Root3"]])),
+            vec![
+                part("main", &["B", "C", "F", "Root3"], &[("B", "F"), ("Root3", "C")]),
+                part("common", &["D", "E"], &[("D", "E")]),
+                part("rest", &["A", "Root1", "Root2", "X"], &[("Root1", "A")]),
+            ]
+        );
+        assert_eq!(
+            dict(&g, json!(["split_paths", ["D"]])),
+            vec![
+                part("main", &["D", "E"], &[("D", "E")]),
+                part(
+                    "rest",
+                    &["A", "B", "C", "F", "Root1", "Root2", "Root3", "X"],
+                    &[("Root1", "A"), ("A", "B"), ("B", "F"), ("Root2", "B"), ("Root3", "C")]
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn split_paths_children_of_and_a_lone_root() {
+        let g = contest_graph();
+        // The children of A are B and D: the same split as ["B", "D"].
+        assert_eq!(
+            dict(&g, json!(["split_paths", [{"children_of": "A"}]])),
+            dict(&g, json!(["split_paths", ["B", "D"]]))
+        );
+        // A graph whose only root is split off is all `main`, references untouched.
+        let chain = edges(&[("a", "b"), ("b", "c")], &[]);
+        assert_eq!(
+            dict(&chain, json!(["split_paths", ["a"]])),
+            vec![part("main", &["a", "b", "c"], &[("a", "b"), ("b", "c")])]
+        );
+        // Paths not in the graph are ignored.
+        assert_eq!(dict(&chain, json!(["split_paths", ["nope"]])), vec![part("rest", &["a", "b", "c"], &[("a", "b"), ("b", "c")])]);
+    }
+
+    /// subcomponent_test.py's graph.
+    fn subcomponent_graph() -> Graph {
+        edges(&[("Root1", "A"), ("A", "B"), ("A", "C"), ("B", "D"), ("B", "E"), ("Root2", "B"), ("Root3", "C")], &[])
+    }
+
+    #[test]
+    fn nixpkgs_subcomponent_test() {
+        let g = subcomponent_graph();
+        assert_eq!(
+            dict(&g, json!(["subcomponent_out", ["B"]])),
+            vec![
+                part("main", &["B", "D", "E"], &[("B", "D"), ("B", "E")]),
+                part("rest", &["A", "C", "Root1", "Root2", "Root3"], &[("Root1", "A"), ("A", "C"), ("Root3", "C")]),
+            ]
+        );
+        assert_eq!(
+            dict(&g, json!(["subcomponent_out", ["B", "Root3"]])),
+            vec![
+                part("main", &["B", "C", "D", "E", "Root3"], &[("B", "D"), ("B", "E"), ("Root3", "C")]),
+                part("rest", &["A", "Root1", "Root2"], &[("Root1", "A")]),
+            ]
+        );
+        assert_eq!(
+            dict(&g, json!(["subcomponent_in", ["B"]])),
+            vec![
+                part("main", &["A", "B", "Root1", "Root2"], &[("Root1", "A"), ("A", "B"), ("Root2", "B")]),
+                part("rest", &["C", "D", "E", "Root3"], &[("Root3", "C")]),
+            ]
+        );
+        assert_eq!(
+            dict(&g, json!(["subcomponent_in", ["B", "Root3"]])),
+            vec![
+                part("main", &["A", "B", "Root1", "Root2", "Root3"], &[("Root1", "A"), ("A", "B"), ("Root2", "B")]),
+                part("rest", &["C", "D", "E"], &[]),
+            ]
+        );
+        // No paths: `main` is there and empty, and it makes no layer.
+        let all = ["A", "B", "C", "D", "E", "Root1", "Root2", "Root3"];
+        assert_eq!(dict(&g, json!(["subcomponent_out", []]))[0], part("main", &[], &[]));
+        assert_eq!(ok(&g, json!([["subcomponent_in", []]])), want(&[&all]));
+        assert_eq!(ok(&edges(&[], &[]), json!([["subcomponent_out", ["B"]]])), want(&[]));
+    }
+
+    #[test]
+    fn limit_layers_keeps_n_minus_one_and_merges_the_rest() {
+        let g = contest_graph();
+        let pop = ["E", "D", "F", "B", "A", "C", "Root1", "Root2", "Root3", "X"];
+        let limited = |n: u64| ok(&g, json!([["popularity_contest"], ["limit_layers", n]]));
+        assert_eq!(limited(1), want(&[&pop]));
+        assert_eq!(limited(3), want(&[&["E"], &["D"], &["F", "B", "A", "C", "Root1", "Root2", "Root3", "X"]]));
+        // As many items as N, or fewer: nothing merges.
+        let one_each: Vec<&[&str]> = pop.iter().map(std::slice::from_ref).collect();
+        for n in [10, 11, 100] {
+            assert_eq!(limited(n), want(&one_each), "limit_layers {n}");
+        }
+        // lib_test.py's test_limit_layers_nothing_to_do: one graph, limit 1.
+        assert_eq!(ok(&g, json!([["split_every", 100], ["limit_layers", 1]])), want(&[&["A", "B", "C", "D", "E", "F", "Root1", "Root2", "Root3", "X"]]));
+        // A lone last item stays as it is, whatever it is; two that are not graphs do not merge.
+        let nested = json!([["split_every", 4], ["map", ["split_every", 2]], ["limit_layers", 3]]);
+        assert_eq!(ok(&g, nested), want(&[&["A", "B"], &["C", "D"], &["E", "F"], &["Root1", "Root2"], &["Root3", "X"]]));
+        let e = err(&g, json!([["split_every", 4], ["map", ["split_every", 2]], ["limit_layers", 2]]));
+        assert!(e.contains("layeringPipeline[2] (limit_layers): item 1 is a list of 2 items"), "{e}");
+    }
+
+    #[test]
+    fn the_2024_default_pipeline_is_the_classic_popularity_split() {
+        // nixpkgs' default from Nov 2024 to 25.11 was [["popularity_contest"],
+        // ["limit_layers", available]]: with nothing left out of the graph it makes the
+        // same layers as the classic split, on any graph and any number of layers.
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = |bound: u64| {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (seed >> 33) % bound
+        };
+        for case in 0..60 {
+            let n = 1 + next(40) as usize;
+            let names: Vec<String> = (0..n).map(|i| format!("/nix/store/{:032}-p{}", next(5), i)).collect();
+            let mut refs: Vec<Vec<&str>> = vec![Vec::new(); n];
+            for (i, r) in refs.iter_mut().enumerate() {
+                for later in &names[i + 1..] {
+                    if next(100) < 15 {
+                        r.push(later.as_str());
+                    }
+                }
+            }
+            let nodes: Vec<(&str, u64, &[&str])> =
+                names.iter().zip(&refs).map(|(p, r)| (p.as_str(), next(3), r.as_slice())).collect();
+            let g = sized(&nodes);
+            let excluded = vec![false; n];
+            for available in 1..n + 3 {
+                let input = Input { graph: &g, excluded: &excluded, available };
+                let pipeline = json!([["popularity_contest"], ["limit_layers", available]]);
+                let ours: Vec<Vec<u32>> = layers(&input, &pipeline).unwrap().into_iter().map(|l| l.paths).collect();
+                let theirs: Vec<Vec<u32>> = classic::layers(&input).into_iter().map(|l| l.paths).collect();
+                assert_eq!(ours, theirs, "case {case}: {n} paths, {available} layers");
+            }
+        }
+    }
+
+    #[test]
+    fn paths_are_ordered_by_nar_size_then_path_whatever_the_input_order() {
+        let nodes = [("d", 1, &[][..]), ("c", 5, &[]), ("b", 1, &[]), ("a", 9, &["d"])];
+        let mut reversed = nodes;
+        reversed.reverse();
+        for g in [sized(&nodes), sized(&reversed)] {
+            assert_eq!(ok(&g, json!([])), want(&[&["b", "d", "c", "a"]]));
+            assert_eq!(ok(&g, json!([["split_every", 3]])), want(&[&["b", "d", "c"], &["a"]]));
+        }
+    }
+
+    #[test]
+    fn over_map_pipe_flatten_reverse_remove_paths() {
+        let g = frg_graph();
+        // The example of nixpkgs' manual pull request: one package's closure apart, the rest by popularity.
+        let p = json!([["subcomponent_out", ["B"]], ["over", "rest", ["pipe", [["popularity_contest"], ["limit_layers", 100]]]]]);
+        assert_eq!(ok(&g, p), want(&[&["B", "C", "D"], &["A"]]));
+        let p = json!([["popularity_contest"], ["reverse"], ["limit_layers", 3]]);
+        assert_eq!(ok(&g, p), want(&[&["B"], &["A"], &["D", "C"]]));
+        let p = json!([["remove_paths", "C"], ["split_every", 1]]);
+        assert_eq!(ok(&g, p), want(&[&["A"], &["B"], &["D"]]));
+        let p = json!([["split_paths", ["B"]], ["flatten"], ["reverse"]]);
+        assert_eq!(ok(&g, p), want(&[&["A"], &["C"], &["B", "D"]]));
+        let p = json!([["split_every", 2], ["map", ["popularity_contest"]]]);
+        assert_eq!(ok(&g, p), want(&[&["A"], &["B"], &["C"], &["D"]]));
+        // A key the dict lacks (its part was empty) leaves it as it is.
+        let p = json!([["split_paths", ["D"]], ["over", "common", ["split_every", 1]]]);
+        assert_eq!(ok(&g, p), want(&[&["D"], &["A", "B", "C"]]));
+    }
+
+    #[test]
+    fn reasons_say_where_a_layer_comes_from() {
+        let g = frg_graph();
+        let excluded = vec![false; g.len()];
+        let input = Input { graph: &g, excluded: &excluded, available: 99 };
+        let p = json!([["split_paths", ["B"]], ["over", "rest", ["pipe", [["popularity_contest"], ["limit_layers", 1]]]]]);
+        let reasons: Vec<String> = layers(&input, &p).unwrap().into_iter().map(|l| l.reason).collect();
+        assert_eq!(reasons, ["split_paths main", "split_paths common", "split_paths rest › popularity_contest #1"].map(String::from));
+        let g2 = contest_graph();
+        let excluded2 = vec![false; g2.len()];
+        let input2 = Input { graph: &g2, excluded: &excluded2, available: 99 };
+        let p = json!([["split_paths", ["D"]], ["over", "rest", ["pipe", [["popularity_contest"], ["limit_layers", 2]]]]]);
+        let reasons: Vec<String> = layers(&input2, &p).unwrap().into_iter().map(|l| l.reason).collect();
+        let merged = "split_paths rest › limit_layers 2: 7 merged";
+        assert_eq!(reasons, ["split_paths main", "split_paths rest › popularity_contest #1", merged].map(String::from));
+        let p = json!([["popularity_contest"], ["limit_layers", 2]]);
+        let reasons: Vec<String> = layers(&input, &p).unwrap().into_iter().map(|l| l.reason).collect();
+        assert_eq!(reasons, ["popularity_contest #1", "limit_layers 2: 3 merged"].map(String::from));
+        assert_eq!(layers(&input, &json!([])).unwrap()[0].reason, "the whole closure");
+    }
+
+    #[test]
+    fn malformed_pipelines_name_the_step() {
+        let g = frg_graph();
+        let cases = [
+            (json!({"a": 1}), "layeringPipeline: expected a list of steps"),
+            (json!([["popularity_contest"], "limit_layers"]), "layeringPipeline[1]: expected a step [\"function\", arguments…], got \"limit_layers\""),
+            (json!([[]]), "layeringPipeline[0]: expected a step"),
+            (json!([[7]]), "layeringPipeline[0]: expected a step"),
+            (json!([["popularity"]]), "layeringPipeline[0]: unknown function \"popularity\"; the functions are popularity_contest,"),
+            (json!([["popularity_contest", 3]]), "layeringPipeline[0] (popularity_contest): expected [\"popularity_contest\"], got 1 argument"),
+            (json!([["limit_layers"]]), "layeringPipeline[0] (limit_layers): expected [\"limit_layers\", N], got 0 arguments"),
+            (json!([["split_every", "x"]]), "layeringPipeline[0] (split_every): expected a positive integer, got \"x\""),
+            (json!([["limit_layers", 0]]), "(limit_layers): expected a positive integer, got 0"),
+            (json!([["limit_layers", -3]]), "(limit_layers): expected a positive integer, got -3"),
+            (json!([["split_every", 2.5]]), "(split_every): expected a positive integer, got 2.5"),
+            (json!([["remove_paths", ["A", 3]]]), "layeringPipeline[0] (remove_paths): expected a store path at [1] of its list, got 3"),
+            (json!([["subcomponent_out", {"a": 1}]]), "(subcomponent_out): expected a list of store paths"),
+            (json!([["split_paths", [{"parents_of": "A"}]]]), "(split_paths): expected a store path or {\"children_of\": paths} at [0]"),
+            (json!([["over", "Rest", ["flatten"]]]), "layeringPipeline[0] (over): unknown key \"Rest\""),
+            (json!([["over", "rest", ["frobnicate"]]]), "layeringPipeline[0][2]: unknown function \"frobnicate\""),
+            (
+                json!([["split_paths", ["B"]], ["over", "rest", ["pipe", [["popularity_contest"], ["split_every", 0]]]]]),
+                "layeringPipeline[1][2][1][1] (split_every): expected a positive integer, got 0",
+            ),
+            (json!([["map", ["limit_layers", "many"]]]), "layeringPipeline[0][1] (limit_layers): expected a positive integer"),
+            (json!([["pipe", "popularity_contest"]]), "layeringPipeline[0][1]: expected a list of steps"),
+        ];
+        for (pipeline, fragment) in cases {
+            let e = err(&g, pipeline.clone());
+            assert!(e.contains(fragment), "{pipeline}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_step_on_the_wrong_kind_of_value_is_named() {
+        let g = frg_graph();
+        let cases = [
+            (json!([["popularity_contest"], ["split_every", 2]]), "layeringPipeline[1] (split_every): expects a graph, but the steps before it made a list of 4 items; apply it to each item with [\"map\", …]"),
+            (json!([["split_paths", ["B"]], ["popularity_contest"]]), "layeringPipeline[1] (popularity_contest): expects a graph, but the steps before it made a dict with keys \"main\", \"common\", \"rest\""),
+            (json!([["split_paths", ["B"]], ["limit_layers", 2]]), "layeringPipeline[1] (limit_layers): expects a list, but the steps before it made a dict"),
+            (json!([["over", "rest", ["flatten"]]]), "layeringPipeline[0] (over): expects a dict"),
+            (json!([["split_every", 2], ["over", "rest", ["flatten"]]]), "layeringPipeline[1] (over): expects a dict (made by split_paths or subcomponent_in/out), but the steps before it made a list of 2 items"),
+        ];
+        for (pipeline, fragment) in cases {
+            let e = err(&g, pipeline.clone());
+            assert!(e.contains(fragment), "{pipeline}: {e}");
+        }
+        // A graph where a list is expected is a list of that graph.
+        assert_eq!(ok(&g, json!([["reverse"], ["limit_layers", 5]])), want(&[&["A", "B", "C", "D"]]));
+    }
+}
