@@ -1,12 +1,14 @@
 //! The `nix-layers` binary, run on real files in a fake store: one integration test binary.
 //!
 //! Modules follow the issue's sections: popularity order (§3), the layer plan (§6), the
-//! image structure (§4), determinism and streaming (§5, §6), bad input (§7).
+//! image structure (§4), determinism and streaming (§5, §6), bad input (§7), nixpkgs'
+//! layeringPipeline (issue 9).
 #![allow(clippy::unwrap_used)]
 
 mod determinism;
 mod errors;
 mod fixture;
 mod image;
+mod pipeline;
 mod plan;
 mod popularity;
