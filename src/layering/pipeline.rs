@@ -599,14 +599,23 @@ fn common_reason(reasons: &[String]) -> String {
 /// Graphs of `n` paths each, in order, with the references within each.
 fn split_every(part: Part, n: usize) -> Vec<Data> {
     let local = Local::new(&part);
-    let mut chunks = Vec::new();
-    for (i, start) in (0..part.nodes.len()).step_by(n).enumerate() {
-        let end = (start + n).min(part.nodes.len());
-        let keep: Vec<bool> = (0..part.nodes.len()).map(|j| (start..end).contains(&j)).collect();
-        let label = reason(&part.reason, format_args!("split_every {n} #{}", i + 1));
-        chunks.push(Data::Graph(local.induced(&part, &keep, |_, _| true, label)));
+    let mut chunks: Vec<Part> = part
+        .nodes
+        .chunks(n)
+        .enumerate()
+        .map(|(i, nodes)| Part {
+            nodes: nodes.to_vec(),
+            edges: Vec::new(),
+            reason: reason(&part.reason, format_args!("split_every {n} #{}", i + 1)),
+        })
+        .collect();
+    for &(u, v) in &part.edges {
+        let (cu, cv) = (local.index[&u] / n, local.index[&v] / n);
+        if cu == cv {
+            chunks[cu].edges.push((u, v));
+        }
     }
-    chunks
+    chunks.into_iter().map(Data::Graph).collect()
 }
 
 /// Every graph in `data`, in order: lists item by item, dicts by their values.
@@ -963,6 +972,25 @@ mod tests {
     }
 
     #[test]
+    fn popularity_is_counted_without_the_left_out_customisation_layer() {
+        // nixpkgs' pipeline drops exclude_paths before counting; the classic split counted
+        // with the customisation layer (R here, which refers to p3 besides the roots), so
+        // with one the two can order paths differently.
+        let g = edges(
+            &[("p0", "p1"), ("p0", "p4"), ("p2", "p3"), ("p2", "p4"), ("R", "p0"), ("R", "p2"), ("R", "p3"), ("R", "p5"), ("R", "p6")],
+            &[],
+        );
+        let excluded: Vec<bool> = g.paths.iter().map(|p| p == "R").collect();
+        let input = Input { graph: &g, excluded: &excluded, available: 99 };
+        let names = |layers: Vec<StoreLayer>| -> Vec<String> {
+            layers.iter().map(|l| g.paths[l.paths[0] as usize].clone()).collect()
+        };
+        let pipeline = layers(&input, &json!([["popularity_contest"]])).unwrap();
+        assert_eq!(names(pipeline), ["p4", "p1", "p3", "p0", "p2", "p5", "p6"]);
+        assert_eq!(names(classic::layers(&input)), ["p4", "p3", "p1", "p0", "p2", "p5", "p6"]);
+    }
+
+    #[test]
     fn paths_are_ordered_by_nar_size_then_path_whatever_the_input_order() {
         let nodes = [("d", 1, &[][..]), ("c", 5, &[]), ("b", 1, &[]), ("a", 9, &["d"])];
         let mut reversed = nodes;
@@ -987,6 +1015,9 @@ mod tests {
         assert_eq!(ok(&g, p), want(&[&["A"], &["C"], &["B", "D"]]));
         let p = json!([["split_every", 2], ["map", ["popularity_contest"]]]);
         assert_eq!(ok(&g, p), want(&[&["A"], &["B"], &["C"], &["D"]]));
+        // split_every keeps the references within each part: E, D, B, A by popularity.
+        let p = json!([["split_every", 5], ["map", ["pipe", [["popularity_contest"], ["limit_layers", 1]]]]]);
+        assert_eq!(ok(&contest_graph(), p), want(&[&["E", "D", "B", "A", "C"], &["F", "Root1", "Root2", "Root3", "X"]]));
         // A key the dict lacks (its part was empty) leaves it as it is.
         let p = json!([["split_paths", ["D"]], ["over", "common", ["split_every", 1]]]);
         assert_eq!(ok(&g, p), want(&[&["D"], &["A", "B", "C"]]));
