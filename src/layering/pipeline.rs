@@ -278,7 +278,8 @@ fn split_specs(value: &Value, at: &str) -> Result<Vec<SplitSpec>> {
     let one = |j: usize, item: &Value| -> Result<SplitSpec> {
         match item {
             Value::String(path) => Ok(SplitSpec::Path(path.clone())),
-            Value::Object(map) if map.len() == 1 && map.contains_key("children_of") => {
+            // nixpkgs looks only for this key, and so do we.
+            Value::Object(map) if map.contains_key("children_of") => {
                 Ok(SplitSpec::ChildrenOf(paths(&map["children_of"], at, "split_paths")?))
             }
             other => bail!(
@@ -861,6 +862,10 @@ mod tests {
         assert_eq!(
             dict(&g, json!(["split_paths", [{"children_of": "A"}]])),
             dict(&g, json!(["split_paths", ["B", "D"]]))
+        );
+        assert_eq!(
+            dict(&g, json!(["split_paths", [{"children_of": ["A", "Root3"], "note": "ignored"}]])),
+            dict(&g, json!(["split_paths", ["B", "C", "D"]]))
         );
         // A graph whose only root is split off is all `main`, references untouched.
         let chain = edges(&[("a", "b"), ("b", "c")], &[]);
