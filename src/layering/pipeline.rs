@@ -327,13 +327,22 @@ impl Data {
     /// What the value is, for errors.
     fn describe(&self) -> String {
         match self {
-            Data::Graph(part) => format!("a graph of {} paths", part.nodes.len()),
-            Data::List(items) => format!("a list of {} items", items.len()),
+            Data::Graph(part) => format!("a graph of {}", count(part.nodes.len(), "path")),
+            Data::List(items) => format!("a list of {}", count(items.len(), "item")),
             Data::Dict(entries) => {
                 let keys: Vec<String> = entries.iter().map(|(k, _)| format!("{:?}", k.name())).collect();
                 format!("a dict with keys {}", keys.join(", "))
             }
         }
+    }
+}
+
+/// `1 path`, `2 paths`.
+fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
     }
 }
 
