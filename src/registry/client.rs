@@ -105,6 +105,9 @@ pub struct Client {
     creds: Mutex<Option<Option<Credentials>>>,
     /// Bearer tokens by scope set.
     tokens: Mutex<HashMap<String, Token>>,
+    /// Held while a token is fetched, so that parallel requests wanting the same token
+    /// ask the token server once.
+    token_fetch: Mutex<()>,
 }
 
 /// A request body that can be sent again (the bodiless and in-memory ones).
@@ -166,6 +169,7 @@ impl Client {
             scheme: Mutex::new(Scheme::None),
             creds: Mutex::new(None),
             tokens: Mutex::new(HashMap::new()),
+            token_fetch: Mutex::new(()),
         };
         let scheme = client.ping()?;
         *client.scheme.get_mut().unwrap_or_else(|p| p.into_inner()) = scheme;
@@ -251,9 +255,16 @@ impl Client {
             Scheme::Basic => Ok(self.credentials()?.map(|c| c.basic_header())),
             Scheme::Bearer { realm, service } => {
                 let key = scopes.join(" ");
-                let cached = self.tokens.lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned();
-                if let Some(token) = cached.filter(|t| t.expires > Instant::now()) {
-                    return Ok(Some(format!("Bearer {}", token.value)));
+                let cached = || {
+                    let tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+                    tokens.get(&key).filter(|t| t.expires > Instant::now()).map(|t| format!("Bearer {}", t.value))
+                };
+                if let Some(header) = cached() {
+                    return Ok(Some(header));
+                }
+                let _fetching = self.token_fetch.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(header) = cached() {
+                    return Ok(Some(header)); // another thread fetched it meanwhile
                 }
                 let token = self.fetch_token(what, &realm, service.as_deref(), scopes)?;
                 let header = format!("Bearer {}", token.value);
@@ -701,11 +712,22 @@ fn status_error(registry: &str, what: &What, mut resp: Response<Body>) -> Error 
         code: String,
         #[serde(default)]
         message: String,
+        /// Often the digest at fault (`MANIFEST_BLOB_UNKNOWN`), sometimes an object.
+        #[serde(default)]
+        detail: serde_json::Value,
     }
     let status = resp.status().as_u16();
     let body = resp.body_mut().with_config().limit(64 * 1024).read_to_vec().unwrap_or_default();
     let errors = serde_json::from_slice::<Errors>(&body)
-        .map(|e| e.errors.into_iter().map(|e| (e.code, e.message)).collect())
+        .map(|e| {
+            e.errors
+                .into_iter()
+                .map(|e| match e.detail {
+                    serde_json::Value::String(d) if !d.is_empty() => (e.code, format!("{} ({d})", e.message)),
+                    _ => (e.code, e.message),
+                })
+                .collect()
+        })
         .unwrap_or_default();
     Error::Status { registry: registry.to_string(), what: what.0.clone(), status, errors }
 }

@@ -98,7 +98,7 @@ fn transport_is_retryable(e: &ureq::Error) -> bool {
 fn status_hint(status: u16) -> &'static str {
     match status {
         400 => "Bad Request",
-        401 => "Unauthorized (no credentials were accepted: check USER:PASS or the auth file)",
+        401 => "Unauthorized (credentials missing or refused: give USER:PASS or an auth file with an entry for the registry)",
         403 => "Forbidden (the credentials do not allow this)",
         404 => "Not Found",
         405 => "Method Not Allowed (the registry does not allow this operation)",

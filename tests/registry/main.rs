@@ -160,7 +160,7 @@ fn plain_http_push_skip_mount_and_errors() {
     // A manifest naming a missing blob: 400 MANIFEST_BLOB_UNKNOWN, named.
     let other = tiny_image("never pushed");
     let e = client.put_manifest("t/x", "bad", OCI_MANIFEST, &other.manifest).unwrap_err().to_string();
-    for part in [registry.host().as_str(), "repository t/x, manifest bad", "400", "MANIFEST_BLOB_UNKNOWN"] {
+    for part in [registry.host().as_str(), "repository t/x, manifest bad", "400", "MANIFEST_BLOB_UNKNOWN", &other.layer.digest] {
         assert!(e.contains(part), "`{part}` not in: {e}");
     }
     // 404 on a missing manifest.
@@ -233,6 +233,14 @@ fn bearer_token_scopes_mount_and_refusals() {
     let before = tokens.requests.lock().unwrap().len();
     assert_eq!(push(&client, "t/x", "v2", &image).unwrap(), 0);
     assert_eq!(tokens.requests.lock().unwrap().len(), before);
+
+    // Parallel HEADs of a new client share one token: one token request.
+    let fresh = Client::connect(&registry.host(), &opts).unwrap();
+    let before = tokens.requests.lock().unwrap().len();
+    let digests = vec![image.layer.digest.clone(), image.config.digest.clone(), sha256(b"x"), sha256(b"y")];
+    let sizes = fresh.blobs_exist("t/x", &digests, 4).unwrap();
+    assert_eq!(sizes.iter().filter(|s| s.is_some()).count(), 2);
+    assert_eq!(tokens.requests.lock().unwrap().len(), before + 1);
 
     // Anonymous: the token grants pull only, so the upload is refused (401), named.
     let anonymous = Client::connect(&registry.host(), &insecure()).unwrap();
