@@ -345,24 +345,28 @@ fn replayable_upload_retries_through_a_restart() {
     let size = blob.bytes.len() as u64;
     let opens = AtomicUsize::new(0);
     let restarter = registry.clone();
+    // Joined below, so no registry is started after the test ends.
+    let restart: std::sync::Mutex<Option<std::thread::JoinHandle<()>>> = Default::default();
     client
         .upload_blob_replayable("t/big", &blob.digest, size, || {
             let first = opens.fetch_add(1, Ordering::SeqCst) == 0;
             let registry = restarter.clone();
             // The first try loses the registry halfway; it is back 300 ms later.
+            let restart = &restart;
             let hook = move || {
                 if first {
                     registry.stop();
                     let registry = registry.clone();
-                    std::thread::spawn(move || {
+                    *restart.lock().unwrap() = Some(std::thread::spawn(move || {
                         std::thread::sleep(Duration::from_millis(300));
                         registry.spawn();
-                    });
+                    }));
                 }
             };
             Ok(HookReader { inner: Cursor::new(&blob.bytes[..]), at_half: Some(hook) })
         })
         .unwrap();
+    restart.lock().unwrap().take().expect("the registry was stopped").join().unwrap();
     assert_eq!(opens.load(Ordering::SeqCst), 2);
     assert_eq!(client.blob_exists("t/big", &blob.digest).unwrap(), Some(size));
 }
