@@ -41,8 +41,9 @@ pub enum Mode {
     Basic { user: &'static str, password: &'static str },
     /// Tokens from `realm`, signed by the key of `cert`.
     Token { realm: String, cert: PathBuf },
-    /// HTTPS with this certificate and key.
-    Tls { cert: PathBuf, key: PathBuf },
+    /// HTTPS with this certificate and key; with `client_ca`, clients must present a
+    /// certificate it verifies.
+    Tls { cert: PathBuf, key: PathBuf, client_ca: Option<PathBuf> },
 }
 
 pub struct Registry {
@@ -73,7 +74,10 @@ impl Registry {
             ),
         };
         let tls = match &mode {
-            Mode::Tls { cert, key } => format!(", tls: {{ certificate: {}, key: {} }}", cert.display(), key.display()),
+            Mode::Tls { cert, key, client_ca } => {
+                let cas = client_ca.as_ref().map_or(String::new(), |ca| format!(", clientcas: [{}]", ca.display()));
+                format!(", tls: {{ certificate: {}, key: {}{cas} }}", cert.display(), key.display())
+            }
             _ => String::new(),
         };
         let config = d.join("config.yml");

@@ -268,7 +268,7 @@ fn tls_with_cert_dir_and_without() {
     let certs = dir.path().join("certs");
     std::fs::create_dir(&certs).unwrap();
     std::fs::copy(&cert, certs.join("ca.crt")).unwrap();
-    let registry = Registry::start(Mode::Tls { cert, key });
+    let registry = Registry::start(Mode::Tls { cert, key, client_ca: None });
     let image = tiny_image("tls");
 
     // Verified against the cert dir's CA.
@@ -376,4 +376,31 @@ fn missing_tools_are_named_with_their_package() {
     let e = std::panic::catch_unwind(|| harness::require("no-such-tool-xyz", "some-package")).unwrap_err();
     let message = e.downcast_ref::<String>().cloned().unwrap_or_default();
     assert!(message.contains("apt-get install -y some-package"), "{message}");
+}
+
+#[test]
+fn tls_client_certificate_from_cert_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = harness::self_signed(dir.path(), "server", false);
+    let (client_cert, client_key) = harness::self_signed(dir.path(), "client", false);
+    let certs = dir.path().join("certs");
+    std::fs::create_dir(&certs).unwrap();
+    std::fs::copy(&cert, certs.join("ca.crt")).unwrap();
+    let registry = Registry::start(Mode::Tls { cert, key, client_ca: Some(client_cert.clone()) });
+
+    // Without a client certificate the handshake fails, and the error names the registry.
+    let opts = ClientOptions { tls_verify: true, cert_dir: Some(certs.clone()), ..insecure() };
+    let e = Client::connect(&registry.host(), &opts).err().expect("no client certificate").to_string();
+    assert!(e.contains(&registry.host()), "{e}");
+
+    // With `NAME.cert` + `NAME.key` in the cert dir it is presented and accepted.
+    std::fs::copy(&client_cert, certs.join("client.cert")).unwrap();
+    std::fs::copy(&client_key, certs.join("client.key")).unwrap();
+    let client = Client::connect(&registry.host(), &opts).unwrap();
+    assert_eq!(push(&client, "t/x", "v1", &tiny_image("client cert")).unwrap(), 2);
+
+    // A key without its certificate is an error naming both files.
+    std::fs::rename(certs.join("client.cert"), certs.join("other.txt")).unwrap();
+    let e = Client::connect(&registry.host(), &opts).err().expect("key alone").to_string();
+    assert!(e.contains("client.key") && e.contains("client.cert"), "{e}");
 }
