@@ -331,6 +331,13 @@ fn registry_stopped_mid_upload_fails_then_completes_after_restart() {
     let e = client.upload_blob("t/big", &blob.digest, size, reader).unwrap_err().to_string();
     assert!(e.contains(&registry.host()) && e.contains("repository t/big") && e.contains(&blob.digest), "{e}");
 
+    // While it is down, connecting fails after bounded retries, naming the registry.
+    let once = ClientOptions { retry: Retry { attempts: 2, ..quick_retry() }, ..insecure() };
+    let started = std::time::Instant::now();
+    let e = Client::connect(&registry.host(), &once).err().expect("registry down").to_string();
+    assert!(e.contains(&registry.host()) && e.contains("GET /v2/"), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+
     registry.spawn();
     assert_eq!(client.blob_exists("t/big", &blob.digest).unwrap(), None);
     client.upload_blob("t/big", &blob.digest, size, Cursor::new(&blob.bytes)).unwrap();
