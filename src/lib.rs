@@ -7,6 +7,7 @@
 //! [`scan`] (the files of each layer, sized from metadata) → [`layer`] (tar bytes) →
 //! [`archive`] (docker-archive, layers produced and hashed in parallel, written once) →
 //! [`compress`] and [`output`] (gzip/zstd, atomic file output).
+//! [`registry`]: a blocking docker/OCI registry client (for `push`, not wired to the CLI yet).
 #![deny(missing_docs)]
 #![warn(clippy::unwrap_used)]
 
@@ -21,6 +22,7 @@ pub mod output;
 pub mod pipeline;
 pub mod plan;
 pub mod popularity;
+pub mod registry;
 pub mod scan;
 pub mod store_path;
 pub mod tar_header;
