@@ -2,18 +2,20 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use nix_layers::archive::write_docker_archive;
+use nix_layers::archive::{write_docker_archive, Written};
 use nix_layers::attrs::{self, Attrs};
 use nix_layers::compress::Compressed;
 use nix_layers::graph::Graph;
 use nix_layers::output::{write_atomically, AtomicFile};
 use nix_layers::pipeline::plan_image;
+use nix_layers::plan::human_size;
 use nix_layers::popularity;
 use nix_layers::store_path::store_dir_from_env;
 use serde_json::Value;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Instant;
 
 /// Layered Docker images from Nix closures. Run by Nix as the builder of a
 /// `__structuredAttrs` derivation, or by hand with `--attrs FILE`.
@@ -169,6 +171,7 @@ fn read_graph_file(path: &Path, key: &str) -> Result<Attrs> {
 }
 
 fn build_cmd(io: InputOutput, threads: usize, store_dir: &str) -> Result<()> {
+    let started = Instant::now();
     let attrs = read_attrs(io.attrs.as_deref())?;
     let image = plan_image(&attrs, store_dir)?;
     let target = out_path(io.out, &attrs)?;
@@ -177,19 +180,34 @@ fn build_cmd(io: InputOutput, threads: usize, store_dir: &str) -> Result<()> {
     let spec = image.into_spec();
     let mut file = AtomicFile::create(&target)?;
     let mut out = Compressed::new(file.writer(), spec.compressor, threads)?;
-    write_docker_archive(&mut out, &spec, &layers, threads)?;
+    let written = write_docker_archive(&mut out, &spec, &layers, threads)?;
     out.finish().context("cannot write the image")?;
-    file.commit(0o444)
+    file.commit(0o444)?;
+    summary(written, started);
+    Ok(())
+}
+
+/// The last line of a build log: layers, their bytes, seconds.
+fn summary(written: Written, started: Instant) {
+    eprintln!(
+        "nix-layers: {} layers, {} in {:.1} s",
+        written.layers,
+        human_size(written.layer_bytes),
+        started.elapsed().as_secs_f64()
+    );
 }
 
 fn stream_cmd(file: Option<PathBuf>, threads: usize, store_dir: &str) -> Result<()> {
+    let started = Instant::now();
     let attrs = read_attrs(file.as_deref())?;
     let image = plan_image(&attrs, store_dir)?;
     drop(attrs); // the plan has what is needed; the raw closure JSON can go
     let layers = image.scan_layers(store_dir, threads)?;
     let spec = image.into_spec();
     let mut stdout = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
-    write_docker_archive(&mut stdout, &spec, &layers, threads)
+    let written = write_docker_archive(&mut stdout, &spec, &layers, threads)?;
+    summary(written, started);
+    Ok(())
 }
 
 /// The longest `#!` line Linux reads (BINPRM_BUF_SIZE), newline excluded.
@@ -202,7 +220,7 @@ fn stream_script_cmd(io: InputOutput, store_dir: &str) -> Result<()> {
     image.scan_layers(store_dir, Threads::default().count())?;
     // The script's own out path is gone once it is a file elsewhere: fix the tag now.
     attrs.map.insert("tag".into(), Value::String(image.spec.tag.clone()));
-    let interpreter = match attrs.get("builder").as_deref().and_then(Value::as_str) {
+    let interpreter = match attrs.get("builder")?.as_deref().and_then(Value::as_str) {
         Some(builder) => builder.to_string(),
         None => std::env::current_exe()
             .context("cannot find this program's path for the script's #! line")?

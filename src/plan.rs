@@ -56,10 +56,18 @@ pub fn plan_layers(spec: &ImageSpec, graph: &Graph, ranked: Vec<Ranked>) -> Resu
         (None, false) => Some(Customisation::Contents(dedup(&spec.contents))),
         (None, true) => None,
     };
-    Ok(LayerPlan {
-        store_layers: split(store_paths, spec.max_layers - 1),
-        customisation,
-    })
+    let store_layers = split(store_paths, spec.max_layers - 1);
+    for (i, layer) in store_layers.iter().enumerate() {
+        if layer_nar_size(graph, layer).is_none() {
+            bail!(
+                "the narSize values of layer {}'s paths (from `{}` on) add up to more than 2^64 − 1 bytes: \
+                 they cannot be real sizes (key `closure`)",
+                i + 1,
+                graph.paths[layer[0].node as usize]
+            );
+        }
+    }
+    Ok(LayerPlan { store_layers, customisation })
 }
 
 /// One layer per path for the first `available − 1`, the rest together in the last.
@@ -108,7 +116,7 @@ impl LayerPlan {
                 json!({
                     "layer": i + 1,
                     "kind": "store",
-                    "narSize": layer_nar_size(graph, layer),
+                    "narSize": layer_nar_size(graph, layer).unwrap_or(u64::MAX),
                     "paths": paths,
                 })
             })
@@ -136,7 +144,7 @@ impl LayerPlan {
                 let path = graph.paths[r.node as usize].as_str();
                 let pop = r.popularity.to_string();
                 if j == 0 {
-                    let size = human_size(layer_nar_size(graph, layer));
+                    let size = human_size(layer_nar_size(graph, layer).unwrap_or(u64::MAX));
                     out.push_str(&format!("{:>5}  {:>5}  {size:>10}  {pop:>10}  {path}\n", i + 1, layer.len()));
                 } else {
                     out.push_str(&format!("{:>5}  {:>5}  {:>10}  {pop:>10}  {path}\n", "", "", ""));
@@ -157,11 +165,14 @@ impl LayerPlan {
     }
 }
 
-fn layer_nar_size(graph: &Graph, layer: &[Ranked]) -> u64 {
-    layer.iter().map(|r| graph.nar_sizes[r.node as usize]).sum()
+/// The sum of a layer's narSize values; `None` if it overflows (checked when planning,
+/// so a [`LayerPlan`] never holds such a layer).
+fn layer_nar_size(graph: &Graph, layer: &[Ranked]) -> Option<u64> {
+    layer.iter().try_fold(0u64, |sum, r| sum.checked_add(graph.nar_sizes[r.node as usize]))
 }
 
-fn human_size(bytes: u64) -> String {
+/// `bytes` for people: `512 B`, `1.5 MiB`.
+pub fn human_size(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = bytes as f64;
     let mut unit = 0;
