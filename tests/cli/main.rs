@@ -7,6 +7,7 @@
 mod determinism;
 mod errors;
 mod fixture;
+mod hostile_values;
 mod image;
 mod plan;
 mod popularity;
