@@ -24,3 +24,4 @@ pub mod store_path;
 pub mod strict_json;
 pub mod tar_header;
 pub mod time;
+pub mod workers;

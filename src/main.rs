@@ -6,11 +6,12 @@ use nix_layers::archive::{write_docker_archive, Written};
 use nix_layers::attrs::{self, Attrs};
 use nix_layers::compress::Compressed;
 use nix_layers::graph::Graph;
-use nix_layers::output::{write_atomically, AtomicFile};
+use nix_layers::output::{self, write_atomically, AtomicFile};
 use nix_layers::pipeline::plan_image;
 use nix_layers::plan::human_size;
 use nix_layers::popularity;
 use nix_layers::store_path::store_dir_from_env;
+use nix_layers::workers;
 use serde_json::Value;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -87,26 +88,28 @@ struct InputOutput {
 
 #[derive(Args, Default)]
 struct Threads {
-    /// Worker threads (default: $NIX_BUILD_CORES if set and > 0, else all cores).
-    #[arg(long, value_name = "N")]
-    threads: Option<usize>,
+    /// Worker threads, at least 1 (default: $NIX_BUILD_CORES if set and > 0, else all
+    /// cores). Capped at 4 × the cores and at 256: more gives no speed.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    threads: Option<u64>,
 }
 
 impl Threads {
     fn count(&self) -> usize {
-        if let Some(n) = self.threads {
-            return n.max(1);
-        }
-        let from_nix = std::env::var("NIX_BUILD_CORES").ok().and_then(|v| v.parse::<usize>().ok());
-        match from_nix {
-            Some(n) if n > 0 => n,
-            _ => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        }
+        let requested = match self.threads {
+            Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+            None => match std::env::var("NIX_BUILD_CORES").ok().and_then(|v| v.parse::<usize>().ok()) {
+                Some(n) if n > 0 => n,
+                _ => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            },
+        };
+        workers::cap(requested)
     }
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    match output::remove_temp_files_on_signals().and_then(|()| run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("nix-layers: error: {err:#}");
@@ -150,7 +153,7 @@ fn popularity_cmd(file: Option<PathBuf>, key: &str, io: InputOutput) -> Result<(
     let graph = Graph::new(&attrs.graph(key)?).with_context(|| format!("key `{key}`"))?;
     let text = popularity::render(&graph, &popularity::rank(&graph));
     if to_stdout {
-        let mut stdout = std::io::stdout().lock();
+        let mut stdout = output::stdout()?;
         stdout.write_all(text.as_bytes())?;
         return stdout.flush().context("cannot write to stdout");
     }
@@ -199,12 +202,12 @@ fn summary(written: Written, started: Instant) {
 
 fn stream_cmd(file: Option<PathBuf>, threads: usize, store_dir: &str) -> Result<()> {
     let started = Instant::now();
+    let mut stdout = output::stdout()?;
     let attrs = read_attrs(file.as_deref())?;
     let image = plan_image(&attrs, store_dir)?;
     drop(attrs); // the plan has what is needed; the raw closure JSON can go
     let layers = image.scan_layers(store_dir, threads)?;
     let spec = image.into_spec();
-    let mut stdout = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
     let written = write_docker_archive(&mut stdout, &spec, &layers, threads)?;
     summary(written, started);
     Ok(())
@@ -247,7 +250,7 @@ fn plan_cmd(attrs_file: Option<PathBuf>, json: bool, store_dir: &str) -> Result<
     } else {
         image.plan.to_table(&image.graph)
     };
-    let mut stdout = std::io::stdout().lock();
+    let mut stdout = output::stdout()?;
     stdout.write_all(text.as_bytes())?;
     stdout.flush().context("cannot write to stdout")
 }

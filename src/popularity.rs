@@ -89,23 +89,26 @@ fn popularity(graph: &Graph) -> Vec<BigUint> {
     let parents = FlatParents::new(graph);
     let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).min(n.max(1));
     let mut region_sums: Vec<BigUint> = vec![BigUint::default(); n];
+    let (counts, idom, parents) = (&counts, &idom, &parents);
+    let share = move |t: usize| {
+        // Nodes t, t+threads, …: costly nodes are spread evenly.
+        let mut walk = RegionWalk::new(n);
+        (t..n)
+            .step_by(threads)
+            .map(|u| (u, walk.region_sum(u as u32, idom.parent(u as u32), parents, counts)))
+            .collect::<Vec<_>>()
+    };
     std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads)
-            .map(|t| {
-                let (counts, idom, parents) = (&counts, &idom, &parents);
-                scope.spawn(move || {
-                    // Nodes t, t+threads, …: costly nodes are spread evenly.
-                    let mut walk = RegionWalk::new(n);
-                    (t..n)
-                        .step_by(threads)
-                        .map(|u| (u, walk.region_sum(u as u32, idom.parent(u as u32), parents, counts)))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
+        // A share whose thread the OS refuses is done here, after the others start.
+        let workers: Vec<_> =
+            (0..threads).map(|t| std::thread::Builder::new().spawn_scoped(scope, move || share(t)).map_err(|_| t)).collect();
         for worker in workers {
-            // A worker only panics on a bug; re-raise it rather than hide it.
-            for (u, sum) in worker.join().unwrap_or_else(|e| std::panic::resume_unwind(e)) {
+            let sums = match worker {
+                // A worker only panics on a bug; re-raise it rather than hide it.
+                Ok(handle) => handle.join().unwrap_or_else(|e| std::panic::resume_unwind(e)),
+                Err(t) => share(t),
+            };
+            for (u, sum) in sums {
                 region_sums[u] = sum;
             }
         }

@@ -11,3 +11,4 @@ mod hostile_values;
 mod image;
 mod plan;
 mod popularity;
+mod resources;
