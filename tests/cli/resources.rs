@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 #[test]
 fn absurd_thread_counts_are_capped_not_a_panic() {
-    let (fixture, attrs) = small();
+    let (fixture, mut attrs) = small();
+    // gzip starts its workers whatever the number of layers.
+    attrs["compressor"] = json!("gz");
     let expected = fixture.build(&attrs);
     let file = fixture.write_attrs("attrs.json", &attrs);
     let out = fixture.out("image.tar");
