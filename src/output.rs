@@ -121,15 +121,13 @@ impl AtomicFile {
             .file_name()
             .with_context(|| format!("output path `{}` has no file name", target.display()))?;
         let temp = dir.join(format!(".{}.nix-layers-{}.tmp", base.to_string_lossy(), std::process::id()));
-        // Listed before it exists, so that a signal right after creation removes it too.
-        temp_files().push(temp.clone());
-        let file = match File::create(&temp) {
-            Ok(file) => file,
-            Err(e) => {
-                forget(&temp);
-                return Err(e).with_context(|| format!("cannot create `{}` (for output `{}`)", temp.display(), target.display()));
-            }
-        };
+        // Listed and created under the lock: a signal comes either before the file exists
+        // (and the process ends before it can be created) or after it is listed.
+        let mut files = temp_files();
+        let file = File::create(&temp)
+            .with_context(|| format!("cannot create `{}` (for output `{}`)", temp.display(), target.display()))?;
+        files.push(temp.clone());
+        drop(files);
         let name = format!("`{}` (the output `{}` being written)", temp.display(), target.display());
         let writer = BufWriter::with_capacity(1 << 20, Named::new(file, name));
         Ok(AtomicFile { target: target.to_path_buf(), temp, writer: Some(writer) })
