@@ -9,7 +9,8 @@ use crate::attrs::ImageSpec;
 use crate::layer::{self, hex, Event, LayerDigest};
 use crate::scan::LayerSource;
 use crate::tar_header::{self, Header, Kind, Owner};
-use anyhow::{Context, Result};
+use crate::plan::human_size;
+use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::io::Write;
@@ -20,13 +21,39 @@ pub struct ImageLayer {
     pub source: LayerSource,
     /// `history[].comment`, e.g. `store paths: /nix/store/…-glibc-2.39`.
     pub comment: String,
+    /// How many store paths it holds (for the progress line).
+    pub paths: usize,
 }
 
-/// Writes the whole archive to `out`, producing layers on `threads` workers.
+/// The largest image config containers/image (podman, skopeo) reads: 4 MiB.
+pub const CONFIG_MAX: usize = 4 << 20;
+
+/// What [`write_docker_archive`] wrote.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Written {
+    /// Number of layers.
+    pub layers: usize,
+    /// Their uncompressed bytes, together.
+    pub layer_bytes: u64,
+}
+
+/// Writes the whole archive to `out`, producing layers on `threads` workers, and prints a
+/// line per finished layer to stderr (a Nix build log's only sign of progress).
 ///
 /// # Errors
-/// Reading a store file fails or it changed size, or writing to `out` fails.
-pub fn write_docker_archive(out: &mut impl Write, spec: &ImageSpec, layers: &[ImageLayer], threads: usize) -> Result<()> {
+/// The image config would be larger than [`CONFIG_MAX`] (checked before any byte is
+/// written), reading a store file fails or it changed size, or writing to `out` fails.
+pub fn write_docker_archive(out: &mut impl Write, spec: &ImageSpec, layers: &[ImageLayer], threads: usize) -> Result<Written> {
+    // Diff IDs all have the same length, so placeholders give the config's final size.
+    let placeholders = vec![LayerDigest { sha256: [0; 32], size: 0 }; layers.len()];
+    let config_len = image_config(spec, layers, &placeholders).len();
+    if config_len > CONFIG_MAX {
+        bail!(
+            "the image config would be {config_len} bytes, more than the {CONFIG_MAX} podman and skopeo read: \
+             it holds `config` and one history entry for each of the {} layers; lower `maxLayers` or shrink `config`",
+            layers.len()
+        );
+    }
     let owner = Owner { uid: 0, gid: 0, uname: String::new(), gname: String::new(), mtime: spec.mtime.unix };
     let names: Vec<String> = (1..=layers.len()).map(|i| format!("layers/{i:03}.tar")).collect();
     let mut digests: Vec<LayerDigest> = Vec::with_capacity(layers.len());
@@ -42,6 +69,11 @@ pub fn write_docker_archive(out: &mut impl Write, spec: &ImageSpec, layers: &[Im
             Event::Chunk(bytes) => out.write_all(bytes).context("cannot write the image"),
             Event::Finished(digest) => {
                 out.write_all(&tar_header::ZEROS[..tar_header::padding(digest.size)])?;
+                let what = match layers[i].paths {
+                    1 => "1 path".to_string(),
+                    n => format!("{n} paths"),
+                };
+                eprintln!("nix-layers: layer {}/{}: {what}, {}", i + 1, layers.len(), human_size(digest.size));
                 digests.push(digest);
                 Ok(())
             }
@@ -59,7 +91,7 @@ pub fn write_docker_archive(out: &mut impl Write, spec: &ImageSpec, layers: &[Im
     out.write_all(&tar_header::ZEROS)?;
     out.write_all(&tar_header::ZEROS)?;
     out.flush().context("cannot write the image")?;
-    Ok(())
+    Ok(Written { layers: layers.len(), layer_bytes: digests.iter().map(|d| d.size).sum() })
 }
 
 /// The image config: `created`, `architecture`, `os`, `config` as given, `rootfs` and one

@@ -6,7 +6,9 @@
 
 use crate::graph::Graph;
 use crate::layering::{self, Strategy};
+use crate::reference;
 use crate::store_path::{self, StorePath};
+use crate::strict_json::{self, TopLevel};
 use crate::time::Timestamp;
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::value::RawValue;
@@ -85,12 +87,17 @@ impl Attrs {
             None => 0,
         };
         let json = &text[json_start..];
-        let raw: BTreeMap<String, &RawValue> = serde_json::from_str(json).with_context(|| {
-            match serde_json::from_str::<Value>(json) {
-                Ok(other) => format!("`{}` must hold a JSON object, not {}", source.display(), type_name(&other)),
-                Err(_) => format!("`{}` is not valid JSON", source.display()),
+        let raw = match serde_json::from_str::<TopLevel>(json) {
+            Ok(TopLevel(raw)) => raw,
+            Err(e) => {
+                let what = match serde_json::from_str::<Value>(json) {
+                    Ok(Value::Object(_)) => format!("`{}` is not a valid attributes file", source.display()),
+                    Ok(other) => format!("`{}` must hold a JSON object, not {}", source.display(), type_name(&other)),
+                    Err(_) => format!("`{}` is not valid JSON", source.display()),
+                };
+                return Err(anyhow::Error::new(e).context(what));
             }
-        })?;
+        };
         let mut map = Map::new();
         let mut lists = BTreeMap::new();
         for (key, value) in raw {
@@ -100,7 +107,7 @@ impl Attrs {
                 let start = value.as_ptr() as usize - text.as_ptr() as usize;
                 lists.insert(key, start..start + value.len());
             } else {
-                let value = serde_json::from_str(value).with_context(|| format!("key `{key}`"))?;
+                let value = strict_json::parse_value(value).with_context(|| format!("key `{key}`"))?;
                 map.insert(key, value);
             }
         }
@@ -126,12 +133,16 @@ impl Attrs {
 
     /// The value at `key`, treating JSON `null` as absent. Lists are parsed on demand,
     /// so a list given where a scalar belongs is seen, and rejected, by the caller.
-    pub fn get(&self, key: &str) -> Option<Cow<'_, Value>> {
+    ///
+    /// # Errors
+    /// A list that cannot be parsed (nested deeper than 128 levels, a repeated key in an
+    /// object inside it): an error naming `key`, never a silent default.
+    pub fn get(&self, key: &str) -> Result<Option<Cow<'_, Value>>> {
         if let Some(text) = self.list(key) {
-            // A list's text was parsed as JSON once, so it parses into a Value.
-            return serde_json::from_str(text).ok().map(Cow::Owned);
+            let value = strict_json::parse_value(text).with_context(|| format!("key `{key}`"))?;
+            return Ok(Some(Cow::Owned(value)));
         }
-        self.map.get(key).filter(|v| !v.is_null()).map(Cow::Borrowed)
+        Ok(self.map.get(key).filter(|v| !v.is_null()).map(Cow::Borrowed))
     }
 
     /// Whether `key` is present and not null (without parsing a list).
@@ -140,14 +151,14 @@ impl Attrs {
     }
 
     fn string_or(&self, key: &str, default: &str) -> Result<String> {
-        match self.get(key) {
+        match self.get(key)? {
             None => Ok(default.to_string()),
             Some(v) => as_str(key, &v).map(str::to_string),
         }
     }
 
     fn int_or(&self, key: &str, default: u64) -> Result<u64> {
-        match self.get(key) {
+        match self.get(key)? {
             None => Ok(default),
             Some(v) => v
                 .as_u64()
@@ -155,8 +166,26 @@ impl Attrs {
         }
     }
 
+    /// A uid or gid, default 0: at most [`MAX_ID`].
+    fn id_or(&self, key: &str) -> Result<u64> {
+        let id = self.int_or(key, 0)?;
+        if id > MAX_ID {
+            bail!("key `{key}`: {id} is too large; user and group ids go up to {MAX_ID} (2^32 − 2)");
+        }
+        Ok(id)
+    }
+
+    /// A string that goes into tar headers, where a NUL byte would end it early.
+    fn header_string_or(&self, key: &str, default: &str) -> Result<String> {
+        let value = self.string_or(key, default)?;
+        if value.contains('\0') {
+            bail!("key `{key}`: {value:?} holds a NUL character, which cannot go in a tar header");
+        }
+        Ok(value)
+    }
+
     fn bool_or(&self, key: &str, default: bool) -> Result<bool> {
-        match self.get(key).as_deref() {
+        match self.get(key)?.as_deref() {
             None => Ok(default),
             Some(Value::Bool(b)) => Ok(*b),
             Some(v) => bail!("key `{key}`: expected true or false, got {v}"),
@@ -165,7 +194,7 @@ impl Attrs {
 
     /// `outputs.out`: where a builder writes (structured attrs do not set `$out`).
     pub fn output_path(&self) -> Result<Option<String>> {
-        match self.get("outputs").as_deref() {
+        match self.get("outputs")?.as_deref() {
             None => Ok(None),
             Some(Value::Object(outputs)) => match outputs.get("out") {
                 None | Some(Value::Null) => Ok(None),
@@ -183,7 +212,7 @@ impl Attrs {
     /// mistyped `narSize`.
     pub fn graph(&self, key: &str) -> Result<Vec<GraphEntry<'_>>> {
         let Some(text) = self.list(key) else {
-            if let Some(other) = self.get(key) {
+            if let Some(other) = self.get(key)? {
                 bail!("key `{key}`: expected a list of path entries, got {}", type_name(&other));
             }
             bail!(
@@ -208,7 +237,7 @@ impl Attrs {
                 .collect(),
             // The fast typed parse failed: find and name the culprit the slow way.
             Err(typed_error) => {
-                check_graph(key, &serde_json::from_str(text)?)?;
+                check_graph(key, &serde_json::from_str(text).with_context(|| format!("key `{key}`"))?)?;
                 Err(anyhow!("key `{key}`: {typed_error}"))
             }
         }
@@ -390,15 +419,14 @@ impl ImageSpec {
         // Under structured attrs `name` is the derivation's (a file name such as
         // `hello.tar.gz`); the Nix functions pass the image's own name as `imageName`.
         let name_key = if attrs.has("imageName") { "imageName" } else { "name" };
-        let name = match attrs.get(name_key) {
+        let name = match attrs.get(name_key)? {
             Some(v) => as_str(name_key, &v)?.to_string(),
             None => bail!("key `name` is missing from `{}`", attrs.source.display()),
         };
-        if name.is_empty() {
-            bail!("key `name`: the image name is empty");
-        }
+        // The repo tag holds the name lowercased (see `repo_tag`): that is what must parse.
+        reference::check_name(&name.to_lowercase()).map_err(|why| anyhow!("key `{name_key}`: {name:?}: {why}"))?;
         let out = attrs.output_path()?;
-        let tag = match attrs.get("tag") {
+        let tag = match attrs.get("tag")? {
             Some(v) => as_str("tag", &v)?.to_string(),
             None => match &out {
                 Some(out) => store_path::hash_part_of(store_dir, out)
@@ -406,10 +434,8 @@ impl ImageSpec {
                 None => bail!("key `tag` is null and there is no `outputs.out` to take a tag from"),
             },
         };
-        if tag.is_empty() {
-            bail!("key `tag`: the tag is empty");
-        }
-        let contents = match attrs.get("contents").as_deref() {
+        reference::check_tag(&tag).map_err(|why| anyhow!("key `tag`: {tag:?}: {why}"))?;
+        let contents = match attrs.get("contents")?.as_deref() {
             None => Vec::new(),
             Some(Value::String(s)) => vec![StorePath::parse(store_dir, s).context("key `contents`")?],
             Some(Value::Array(items)) => items
@@ -422,7 +448,7 @@ impl ImageSpec {
                 .collect::<Result<Vec<_>>>()?,
             Some(v) => bail!("key `contents`: expected a list of store paths, got {v}"),
         };
-        let config = match attrs.get("config").as_deref() {
+        let config = match attrs.get("config")?.as_deref() {
             None => Value::Object(Map::new()),
             Some(v @ Value::Object(_)) => v.clone(),
             Some(v) => bail!("key `config`: expected an object (the Docker image config), got {v}"),
@@ -433,15 +459,16 @@ impl ImageSpec {
         if max_layers < 2 {
             bail!("key `maxLayers`: {max_layers} is too small; it must be at least 2 (one store layer and the customisation layer)");
         }
-        let layering = match attrs.get("layeringPipeline") {
-            Some(pipeline) => match pipeline.as_ref() {
+        let layering = match (attrs.get("layeringPipeline")?, attrs.get("layering")?) {
+            (Some(_), Some(name)) => {
+                bail!("keys `layering` ({name}) and `layeringPipeline` are both given; give one (the Nix functions refuse both too)")
+            }
+            (Some(pipeline), None) => match pipeline.as_ref() {
                 Value::Array(_) => Strategy::Pipeline(pipeline.into_owned()),
                 other => bail!("key `layeringPipeline`: expected a list of [function, arguments…] steps, got {other}"),
             },
-            None => match attrs.get("layering") {
-                Some(v) => Strategy::from_name(as_str("layering", &v)?).context("key `layering`")?,
-                None => layering::DEFAULT,
-            },
+            (None, Some(name)) => Strategy::from_name(as_str("layering", &name)?).context("key `layering`")?,
+            (None, None) => layering::DEFAULT,
         };
         let compressor = match attrs.string_or("compressor", "gz")?.as_str() {
             "none" => Compressor::None,
@@ -450,7 +477,7 @@ impl ImageSpec {
             other => bail!("key `compressor`: unknown compressor {other:?}; use \"none\", \"gz\" or \"zstd\""),
         };
         let include_store_paths = attrs.bool_or("includeStorePaths", true)?;
-        let customisation_layer = match attrs.get("customisationLayer") {
+        let customisation_layer = match attrs.get("customisationLayer")? {
             None => None,
             Some(v) => Some(
                 StorePath::parse(store_dir, as_str("customisationLayer", &v)?)
@@ -466,10 +493,10 @@ impl ImageSpec {
             mtime,
             max_layers: usize::try_from(max_layers).unwrap_or(usize::MAX),
             layering,
-            uid: attrs.int_or("uid", 0)?,
-            gid: attrs.int_or("gid", 0)?,
-            uname: attrs.string_or("uname", "root")?,
-            gname: attrs.string_or("gname", "root")?,
+            uid: attrs.id_or("uid")?,
+            gid: attrs.id_or("gid")?,
+            uname: attrs.header_string_or("uname", "root")?,
+            gname: attrs.header_string_or("gname", "root")?,
             architecture: attrs.string_or("architecture", "amd64")?,
             compressor,
             include_store_paths,
@@ -498,6 +525,11 @@ impl ImageSpec {
         format!("{}:{}", self.name.to_lowercase(), self.tag)
     }
 }
+
+/// The largest uid or gid: Linux ids are 32-bit and chown(2) reserves `(uid_t)-1`, so
+/// an image holding a larger one cannot be unpacked. (Go's archive/tar itself reads up to
+/// 2^63 − 1, and Nix passes any 64-bit integer.)
+pub const MAX_ID: u64 = u32::MAX as u64 - 1;
 
 /// buildLayeredImage's default for `created` and `mtime`.
 pub const DEFAULT_TIME: &str = "1970-01-01T00:00:01Z";

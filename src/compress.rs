@@ -54,7 +54,7 @@ impl<W: Write> Compressed<W> {
     pub fn new(inner: W, compressor: Compressor, threads: usize) -> Result<Self> {
         Ok(match compressor {
             Compressor::None => Compressed::Plain(inner),
-            Compressor::Gz => Compressed::Gz(ParallelGzip::new(inner, threads)),
+            Compressor::Gz => Compressed::Gz(ParallelGzip::new(inner, threads)?),
             Compressor::Zstd => {
                 let mut encoder = zstd::stream::write::Encoder::new(inner, ZSTD_LEVEL).context("cannot start zstd")?;
                 encoder.multithread(threads.max(1) as u32).context("cannot start zstd workers")?;
@@ -117,24 +117,31 @@ pub struct ParallelGzip<W: Write> {
 }
 
 impl<W: Write> ParallelGzip<W> {
-    fn new(inner: W, threads: usize) -> Self {
+    fn new(inner: W, threads: usize) -> io::Result<Self> {
         let threads = threads.max(1);
         let (jobs, queue) = channel::<Job>();
         let queue = Arc::new(Mutex::new(queue));
-        let workers = (0..threads)
-            .map(|_| {
-                let queue = Arc::clone(&queue);
-                std::thread::spawn(move || loop {
-                    let job = match queue.lock() {
-                        Ok(q) => q.recv(),
-                        Err(_) => return,
-                    };
-                    let Ok((block, member, reply)) = job else { return };
-                    let _ = reply.send(gzip_member(&block, member).map(|member| (block, member)));
-                })
-            })
-            .collect();
-        ParallelGzip {
+        let mut workers = Vec::with_capacity(threads);
+        for _ in 0..threads {
+            let queue = Arc::clone(&queue);
+            let started = std::thread::Builder::new().spawn(move || loop {
+                let job = match queue.lock() {
+                    Ok(q) => q.recv(),
+                    Err(_) => return,
+                };
+                let Ok((block, member, reply)) = job else { return };
+                let _ = reply.send(gzip_member(&block, member).map(|member| (block, member)));
+            });
+            match started {
+                Ok(worker) => workers.push(worker),
+                // The OS refused a thread: the ones already started do the work.
+                Err(e) if workers.is_empty() => {
+                    return Err(io::Error::new(e.kind(), format!("cannot start a gzip worker thread: {e}")))
+                }
+                Err(_) => break,
+            }
+        }
+        Ok(ParallelGzip {
             inner,
             block: Vec::with_capacity(GZ_BLOCK),
             jobs: Some(jobs),
@@ -142,7 +149,7 @@ impl<W: Write> ParallelGzip<W> {
             spare: Vec::new(),
             max_in_flight: threads * 2 + 1,
             workers,
-        }
+        })
     }
 
     fn submit_block(&mut self) -> io::Result<()> {

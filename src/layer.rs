@@ -101,20 +101,19 @@ pub fn produce_in_order(
     let next_layer = AtomicUsize::new(0);
     let (senders, receivers): (Vec<SyncSender<Message>>, Vec<Receiver<Message>>) =
         (0..layers.len()).map(|_| sync_channel(QUEUE_DEPTH)).unzip();
-    std::thread::scope(|scope| {
-        for _ in 0..threads.max(1).min(layers.len().max(1)) {
-            scope.spawn(|| loop {
-                let i = next_layer.fetch_add(1, Ordering::SeqCst);
-                if i >= layers.len() || cancelled.load(Ordering::SeqCst) {
-                    break;
-                }
-                let tx = &senders[i];
-                let result = write_layer(layers[i], &pool, &cancelled, tx);
-                if tx.send(Message::Done(result)).is_err() {
-                    break; // the consumer gave up
-                }
-            });
+    let worker = || loop {
+        let i = next_layer.fetch_add(1, Ordering::SeqCst);
+        if i >= layers.len() || cancelled.load(Ordering::SeqCst) {
+            break;
         }
+        let tx = &senders[i];
+        let result = write_layer(layers[i], &pool, &cancelled, tx);
+        if tx.send(Message::Done(result)).is_err() {
+            break; // the consumer gave up
+        }
+    };
+    std::thread::scope(|scope| {
+        crate::workers::spawn_scoped(scope, threads.max(1).min(layers.len().max(1)), &worker)?;
         let result = (|| {
             for (i, rx) in receivers.into_iter().enumerate() {
                 loop {

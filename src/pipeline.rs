@@ -68,19 +68,59 @@ impl PlannedImage {
             let names: Vec<&str> = store_layer.paths.iter().map(|&n| self.store_paths[n as usize].as_str()).collect();
             layers.push(ImageLayer {
                 source: scan::store_layer(store_dir, trees.by_ref().take(store_layer.paths.len()).collect(), owner.clone()),
-                comment: format!("store paths: {}", names.join(" ")),
+                comment: list_comment("store paths:", &names),
+                paths: names.len(),
             });
         }
         if let Some(customisation) = &self.plan.customisation {
-            let comment = match customisation {
+            let (comment, paths) = match customisation {
                 Customisation::Contents(c) => {
                     let names: Vec<&str> = c.iter().map(|p| p.as_str()).collect();
-                    format!("customisation layer: symlinks to contents {}", names.join(" "))
+                    (list_comment("customisation layer: symlinks to contents", &names), names.len())
                 }
-                Customisation::Prebuilt(p) => format!("customisation layer: {p}/layer.tar"),
+                Customisation::Prebuilt(p) => (format!("customisation layer: {p}/layer.tar"), 1),
             };
-            layers.push(ImageLayer { source: scan::customisation_layer(customisation, spec.mtime.unix)?, comment });
+            layers.push(ImageLayer { source: scan::customisation_layer(customisation, spec.mtime.unix)?, comment, paths });
         }
         Ok(layers)
+    }
+}
+
+/// Longest `history` comment listing paths, in bytes (plus at most a short "and N more").
+/// Listing every path made a 100,000-path image's config 6.7 MB, and skopeo refuses
+/// configs over 4 MiB; `plan` lists every path of every layer.
+pub const COMMENT_MAX: usize = 1024;
+
+/// `prefix` and `names`, space-separated, as many as fit in [`COMMENT_MAX`], then
+/// `… and N more`.
+fn list_comment(prefix: &str, names: &[&str]) -> String {
+    let mut comment = prefix.to_string();
+    for (i, name) in names.iter().enumerate() {
+        if comment.len() + 1 + name.len() > COMMENT_MAX {
+            comment.push_str(&format!(" … and {} more", names.len() - i));
+            break;
+        }
+        comment.push(' ');
+        comment.push_str(name);
+    }
+    comment
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_comment_lists_what_fits_and_counts_the_rest() {
+        let long = "/nix/store/".to_string() + &"x".repeat(100);
+        assert_eq!(list_comment("paths:", &["/a", "/b"]), "paths: /a /b");
+        let many = vec![long.as_str(); 1000];
+        let comment = list_comment("paths:", &many);
+        assert!(comment.len() <= COMMENT_MAX + 20, "{}", comment.len());
+        let listed = comment.matches("/nix/store/").count();
+        assert!(comment.ends_with(&format!(" … and {} more", 1000 - listed)), "{comment}");
+        // A single path longer than the budget is counted, not listed.
+        let huge = "y".repeat(2000);
+        assert_eq!(list_comment("paths:", &[huge.as_str()]), "paths: … and 1 more");
     }
 }

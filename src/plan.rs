@@ -60,6 +60,16 @@ pub fn plan_layers(spec: &ImageSpec, graph: &Graph) -> Result<LayerPlan> {
         (None, false) => Some(Customisation::Contents(dedup(&spec.contents))),
         (None, true) => None,
     };
+    for (i, layer) in store_layers.iter().enumerate() {
+        if layer_nar_size(graph, layer).is_none() {
+            bail!(
+                "the narSize values of layer {}'s paths (from `{}` on) add up to more than 2^64 − 1 bytes: \
+                 they cannot be real sizes (key `closure`)",
+                i + 1,
+                graph.paths[layer.paths[0] as usize]
+            );
+        }
+    }
     Ok(LayerPlan { strategy: spec.layering.clone(), store_layers, customisation })
 }
 
@@ -109,7 +119,7 @@ impl LayerPlan {
                     "layer": i + 1,
                     "kind": "store",
                     "reason": layer.reason,
-                    "narSize": layer_nar_size(graph, layer),
+                    "narSize": layer_nar_size(graph, layer).unwrap_or(u64::MAX),
                     "paths": paths,
                 })
             })
@@ -139,7 +149,7 @@ impl LayerPlan {
                 let path = graph.paths[node as usize].as_str();
                 let pop = counts.as_ref().map_or("-", |c| c[node as usize].as_str());
                 if j == 0 {
-                    let size = human_size(layer_nar_size(graph, layer));
+                    let size = human_size(layer_nar_size(graph, layer).unwrap_or(u64::MAX));
                     out.push_str(&format!("{:>5}  {:>5}  {size:>10}  {pop:>10}  {path}\n", i + 1, layer.paths.len()));
                 } else {
                     out.push_str(&format!("{:>5}  {:>5}  {:>10}  {pop:>10}  {path}\n", "", "", ""));
@@ -161,11 +171,14 @@ impl LayerPlan {
     }
 }
 
-fn layer_nar_size(graph: &Graph, layer: &StoreLayer) -> u64 {
-    layer.paths.iter().map(|&node| graph.nar_sizes[node as usize]).sum()
+/// The sum of a layer's narSize values; `None` if it overflows (checked when planning,
+/// so a [`LayerPlan`] never holds such a layer).
+fn layer_nar_size(graph: &Graph, layer: &StoreLayer) -> Option<u64> {
+    layer.paths.iter().try_fold(0u64, |sum, &node| sum.checked_add(graph.nar_sizes[node as usize]))
 }
 
-fn human_size(bytes: u64) -> String {
+/// `bytes` for people: `512 B`, `1.5 MiB`.
+pub fn human_size(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = bytes as f64;
     let mut unit = 0;

@@ -129,16 +129,27 @@ fn counts_with_budget(graph: &Graph, budget: usize) -> Vec<BigUint> {
 
 /// Runs `job(i)` for every `i < count` on `threads` scoped workers (items `t`,
 /// `t + threads`, …: costly items are spread evenly) and returns `(i, result)` pairs.
+/// A worker the OS refuses to start costs time, never a panic.
 fn on_workers<T: Send>(threads: usize, count: usize, job: impl Fn(usize) -> T + Sync) -> Vec<(usize, T)> {
+    let threads = threads.min(count).max(1);
+    let share = |t: usize| (t..count).step_by(threads).map(|i| (i, job(i))).collect::<Vec<_>>();
     std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads.min(count).max(1))
+        // A share whose thread the OS refuses is done here, after the others have started.
+        let workers: Vec<_> = (0..threads)
             .map(|t| {
-                let job = &job;
-                scope.spawn(move || (t..count).step_by(threads.max(1)).map(|i| (i, job(i))).collect::<Vec<_>>())
+                let share = &share;
+                std::thread::Builder::new().spawn_scoped(scope, move || share(t)).map_err(|_| t)
             })
             .collect();
-        // A worker only panics on a bug; re-raise it rather than hide it.
-        workers.into_iter().flat_map(|w| w.join().unwrap_or_else(|e| std::panic::resume_unwind(e))).collect()
+        let mut done = Vec::with_capacity(count);
+        for worker in workers {
+            done.extend(match worker {
+                // A worker only panics on a bug; re-raise it rather than hide it.
+                Ok(handle) => handle.join().unwrap_or_else(|e| std::panic::resume_unwind(e)),
+                Err(t) => share(t),
+            });
+        }
+        done
     })
 }
 

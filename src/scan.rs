@@ -161,26 +161,23 @@ pub fn scan_store_paths(paths: &[&StorePath], threads: usize) -> Result<Vec<Vec<
         entries.shrink_to_fit();
         Ok(entries)
     };
+    let worker = || {
+        let mut done = Vec::new();
+        // Paths are taken in increasing order and no new one after a failure,
+        // so every path before the first failing one is scanned too.
+        while !failed.load(Ordering::Relaxed) {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(path) = paths.get(i) else { break };
+            let result = scan_one(path);
+            failed.fetch_or(result.is_err(), Ordering::Relaxed);
+            done.push((i, result));
+        }
+        done
+    };
     let mut results: Vec<(usize, Result<Vec<Entry>>)> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads.clamp(1, paths.len().max(1)))
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut done = Vec::new();
-                    // Paths are taken in increasing order and no new one after a failure,
-                    // so every path before the first failing one is scanned too.
-                    while !failed.load(Ordering::Relaxed) {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(path) = paths.get(i) else { break };
-                        let result = scan_one(path);
-                        failed.fetch_or(result.is_err(), Ordering::Relaxed);
-                        done.push((i, result));
-                    }
-                    done
-                })
-            })
-            .collect();
-        workers.into_iter().flat_map(|w| w.join().unwrap_or_default()).collect()
-    });
+        let workers = crate::workers::spawn_scoped(scope, threads.clamp(1, paths.len().max(1)), &worker)?;
+        anyhow::Ok(workers.into_iter().flat_map(|w| w.join().unwrap_or_default()).collect())
+    })?;
     results.sort_by_key(|(i, _)| *i);
     let trees: Vec<Vec<Entry>> = results.into_iter().map(|(_, r)| r).collect::<Result<_>>()?;
     if trees.len() != paths.len() {

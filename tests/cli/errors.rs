@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 /// A closure that builds: `hello` refers to `libc`; contents = [hello].
-fn small() -> (Fixture, Value) {
+pub(crate) fn small() -> (Fixture, Value) {
     let mut fixture = Fixture::new();
     let libc = fixture.add_path("libc", &[file("lib/libc.so", b"libc\n", 0o444)], &[]);
     let hello = fixture.add_path(
@@ -22,13 +22,13 @@ fn small() -> (Fixture, Value) {
 }
 
 /// The out directory holds nothing: no output, no temporary file.
-fn assert_out_dir_empty(fixture: &Fixture) {
+pub(crate) fn assert_out_dir_empty(fixture: &Fixture) {
     let left: Vec<_> = fs::read_dir(fixture.out_dir()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert!(left.is_empty(), "left behind in the out directory: {left:?}");
 }
 
 /// Runs `args` and checks the failure; returns stderr.
-fn fails(fixture: &Fixture, args: &[&str], fragments: &[&str]) -> String {
+pub(crate) fn fails(fixture: &Fixture, args: &[&str], fragments: &[&str]) -> String {
     let output = fixture.run(args);
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(!output.status.success(), "nix-layers {} succeeded; stderr:\n{stderr}", args.join(" "));
@@ -43,7 +43,7 @@ fn fails(fixture: &Fixture, args: &[&str], fragments: &[&str]) -> String {
 
 /// `build` on `attrs` fails naming `fragments`, leaving nothing; `stream` and `plan`
 /// fail too, and `stream` writes no byte to stdout (it cannot take bytes back).
-fn build_fails(fixture: &Fixture, attrs: &Value, fragments: &[&str]) -> String {
+pub(crate) fn build_fails(fixture: &Fixture, attrs: &Value, fragments: &[&str]) -> String {
     let file = fixture.write_attrs("bad.attrs.json", attrs);
     let file = file.to_str().unwrap();
     let stderr = fails(fixture, &["build", "--attrs", file], fragments);
@@ -70,7 +70,7 @@ fn missing_attrs_file() {
 }
 
 /// `build` on an attrs file holding `bytes` fails, naming the file and each of `expected`.
-fn raw_attrs_fail(file_name: &str, bytes: &[u8], expected: &[&str]) {
+pub(crate) fn raw_attrs_fail(file_name: &str, bytes: &[u8], expected: &[&str]) {
     let (fixture, _) = small();
     let bad = fixture.dir.path().join(file_name);
     fs::write(&bad, bytes).unwrap();

@@ -200,7 +200,7 @@ fn build_with_swap(swap: Swap) {
     std::thread::spawn(move || {
         let mut out = AtomicFile::create(&target).unwrap();
         let result = match write_docker_archive(out.writer(), &image.spec, &layers, 2) {
-            Ok(()) => {
+            Ok(_) => {
                 out.commit(0o444).unwrap();
                 Ok(fs::read(&target).unwrap())
             }

@@ -443,3 +443,18 @@ proptest! {
         prop_assert_eq!(fast, plain_autolayer(&entries, max_layers - 1, &left_out));
     }
 }
+
+#[test]
+fn layering_and_a_pipeline_together_are_refused_naming_both() {
+    let (fixture, mut attrs) = crate::errors::small();
+    attrs["layering"] = serde_json::json!("reuse");
+    attrs["layeringPipeline"] = serde_json::json!([["popularity_contest"]]);
+    crate::errors::build_fails(&fixture, &attrs, &["`layering`", "`layeringPipeline`", "both"]);
+}
+
+#[test]
+fn an_unknown_layering_is_refused_naming_it() {
+    let (fixture, mut attrs) = crate::errors::small();
+    attrs["layering"] = serde_json::json!("fastest");
+    crate::errors::build_fails(&fixture, &attrs, &["`layering`", "\"fastest\"", "autolayer"]);
+}

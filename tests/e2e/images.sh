@@ -169,5 +169,40 @@ for strategy in popularity autolayer reuse; do
   check_contains "$ex: podman load and run" "$(pm run --rm --network none "$pref" 2>&1)" "Hello, world!"
 done
 
+# Issue 8 §3: valid but non-default values (an offset `created`, a registry host and port
+# in the name, mixed case, the largest uid) written by nix-layers straight from a tiny
+# fake store (no Nix), normalised so that podman, docker and skopeo all read the config.
+V=$E2E_TMP/values; rm -rf "$V"; mkdir -p "$V/store/00000000000000000000000000000000-data"
+echo data > "$V/store/00000000000000000000000000000000-data/file"
+cat > "$V/attrs.json" <<JSON
+{"name": "localhost:5000/Team/App", "tag": "v1.0_rc-1", "compressor": "none",
+ "created": "2020-01-01T00:00:00+01:00", "mtime": "2020-01-01T00:00:00.5-00:30",
+ "uid": 4294967294, "gid": 4294967294, "config": {"Cmd": ["/bin/true"]},
+ "closure": [{"path": "$V/store/00000000000000000000000000000000-data", "references": []}],
+ "outputs": {"out": "$V/image.tar"}}
+JSON
+if NIX_STORE=$V/store "$NIX_LAYERS" build --attrs "$V/attrs.json" 2>"$E2E_TMP/stderr"; then
+  pass "values: offset created, registry-host name, uid 2^32-2: built"
+  check_eq "values: created normalised to UTC" "2019-12-31T23:00:00Z" \
+    "$(tar -xOf "$V/image.tar" manifest.json | jq -r '.[0].Config' | xargs tar -xOf "$V/image.tar" | jq -r .created)"
+  load=$(pm load -i "$V/image.tar" 2>&1)
+  check_contains "values: podman load, repo tag lowercased" "$load" "localhost:5000/team/app:v1.0_rc-1"
+  check_eq "values: podman reads created" "2019-12-31 23:00:00 +0000 UTC" \
+    "$(pm image inspect -f '{{.Created}}' localhost:5000/team/app:v1.0_rc-1 2>&1)"
+  load=$(docker load -i "$V/image.tar" 2>&1)
+  check_contains "values: docker load" "$load" "localhost:5000/team/app:v1.0_rc-1"
+  check "values: skopeo copy docker-archive: oci: (reads the config, verifies diff_ids)" \
+    skopeo copy -q "docker-archive:$V/image.tar" "oci:$V/oci:latest"
+else fail "values: offset created, registry-host name, uid 2^32-2: built" "$(cat "$E2E_TMP/stderr")"; fi
+# What engines refuse is refused at build time, naming the key.
+for bad in '"created": "2020-01-01T00:00:60Z"' '"tag": "a:b"' '"uid": 9223372036854775808'; do
+  key=$(echo "$bad" | cut -d'"' -f2)
+  jq ". + {$bad}" "$V/attrs.json" > "$V/bad.json"
+  if NIX_STORE=$V/store "$NIX_LAYERS" build --attrs "$V/bad.json" --out "$V/bad.tar" 2>"$E2E_TMP/stderr"; then
+    fail "values: $bad is refused" "built"
+  else check_contains "values: $bad is refused naming the key" "$(cat "$E2E_TMP/stderr")" "\`$key\`"; fi
+done
+rm -rf "$V"
+
 dockerd_stop
 podman_cleanup
