@@ -33,7 +33,15 @@ pub fn check_name(name: &str) -> Result<(), String> {
         check_host(first)?;
         parts.remove(0);
     }
-    for part in parts {
+    check_path(&parts.join("/"))
+}
+
+/// Checks the path of a name (its `/`-separated components, without a registry host).
+///
+/// # Errors
+/// The component at fault and the rule it breaks.
+pub fn check_path(path: &str) -> Result<(), String> {
+    for part in path.split('/') {
         check_component(part)?;
     }
     Ok(())
@@ -101,7 +109,11 @@ fn check_component(part: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn check_host(part: &str) -> Result<(), String> {
+/// Checks a registry host: `name[:port]` or `[IPv6][:port]`.
+///
+/// # Errors
+/// The host or port at fault.
+pub fn check_host(part: &str) -> Result<(), String> {
     let (host, port) = if let Some(rest) = part.strip_prefix('[') {
         let Some((inside, after)) = rest.split_once(']') else {
             return Err(format!("the registry host {part:?} opens `[` without closing it"));

@@ -7,12 +7,9 @@
 //! such a reference is an error that asks for the host. `docker.io/NAME` itself is
 //! accepted and talks to `registry-1.docker.io`, as docker does.
 
+use crate::reference;
 use std::fmt;
 
-/// The longest repository name the registry accepts (distribution's limit).
-const NAME_MAX: usize = 255;
-/// The longest tag (distribution's limit).
-const TAG_MAX: usize = 128;
 
 /// A parsed `docker://` reference.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,113 +115,30 @@ fn looks_like_host(first: &str) -> bool {
     first == "localhost" || first.contains('.') || first.contains(':') || first.starts_with('[')
 }
 
+/// The name grammar is the one image names are checked with ([`crate::reference`]).
 fn check_host(host: &str) -> Result<(), String> {
-    // `[v6]` or `name`, then an optional `:PORT`.
-    let (name, port) = if let Some(rest) = host.strip_prefix('[') {
-        let (v6, after) = rest
-            .split_once(']')
-            .ok_or_else(|| format!("registry host `{host}`: `[` without a closing `]`"))?;
-        if v6.is_empty() || !v6.chars().all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.') {
-            return Err(format!("registry host `{host}`: `{v6}` is not an IPv6 address"));
-        }
-        match after {
-            "" => (None, None),
-            _ => match after.strip_prefix(':') {
-                Some(port) => (None, Some(port)),
-                None => return Err(format!("registry host `{host}`: unexpected `{after}` after `]`")),
-            },
-        }
-    } else {
-        match host.split_once(':') {
-            Some((name, port)) => (Some(name), Some(port)),
-            None => (Some(host), None),
-        }
-    };
-    if let Some(name) = name {
-        for label in name.split('.') {
-            let ok = !label.is_empty()
-                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-                && !label.starts_with('-')
-                && !label.ends_with('-');
-            if !ok {
-                return Err(format!(
-                    "registry host `{host}`: `{label}` is not a valid host name component \
-                     (letters, digits and inner `-`, separated by `.`)"
-                ));
+    reference::check_host(host)?;
+    // The grammar takes any digits as a port; a connection needs a real one.
+    match host.rsplit_once(':') {
+        Some((name, port)) if !name.ends_with(':') && port.bytes().all(|c| c.is_ascii_digit()) => {
+            match port.parse::<u16>() {
+                Ok(p) if p > 0 => Ok(()),
+                _ => Err(format!("registry host `{host}`: port `{port}` is not a number from 1 to 65535")),
             }
         }
+        _ => Ok(()),
     }
-    if let Some(port) = port {
-        if port.is_empty() || !port.chars().all(|c| c.is_ascii_digit()) || port.parse::<u16>().map_or(true, |p| p == 0) {
-            return Err(format!("registry host `{host}`: port `{port}` is not a number from 1 to 65535"));
-        }
-    }
-    Ok(())
 }
 
-/// `component(/component)*`, each `[a-z0-9]+` joined by `.`, `_`, `__` or runs of `-`.
 fn check_name(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("the repository name is empty".into());
+    if name.len() > reference::NAME_MAX {
+        return Err(format!("the repository name is {} characters long (at most {})", name.len(), reference::NAME_MAX));
     }
-    if name.len() > NAME_MAX {
-        return Err(format!("the repository name is {} characters long (at most {NAME_MAX})", name.len()));
-    }
-    for component in name.split('/') {
-        if !valid_component(component) {
-            return Err(format!(
-                "repository name `{name}`: component `{component}` must be lowercase letters and digits, \
-                 separated by `.`, `_`, `__` or `-`"
-            ));
-        }
-    }
-    Ok(())
+    reference::check_path(name)
 }
 
-fn valid_component(c: &str) -> bool {
-    let b = c.as_bytes();
-    let alnum = |x: u8| x.is_ascii_lowercase() || x.is_ascii_digit();
-    if b.is_empty() || !alnum(b[0]) || !alnum(b[b.len() - 1]) {
-        return false;
-    }
-    let mut i = 0;
-    while i < b.len() {
-        if alnum(b[i]) {
-            i += 1;
-            continue;
-        }
-        // A separator: `.`, `_`, `__`, or `-`+; it must be followed by an alphanumeric.
-        let start = i;
-        match b[i] {
-            b'.' => i += 1,
-            b'_' => i += if b.get(i + 1) == Some(&b'_') { 2 } else { 1 },
-            b'-' => {
-                while b.get(i) == Some(&b'-') {
-                    i += 1;
-                }
-            }
-            _ => return false,
-        }
-        if i == start || !b.get(i).copied().is_some_and(alnum) {
-            return false;
-        }
-    }
-    true
-}
-
-/// `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
 fn check_tag(tag: &str) -> Result<(), String> {
-    let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
-    let ok = tag.len() <= TAG_MAX
-        && tag.chars().next().is_some_and(word)
-        && tag.chars().all(|c| word(c) || c == '.' || c == '-');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "tag `{tag}`: must be 1 to {TAG_MAX} letters, digits, `_`, `.` or `-`, not starting with `.` or `-`"
-        ))
-    }
+    reference::check_tag(tag)
 }
 
 /// `ALGORITHM:HEX`; sha256 and sha512 are checked for their exact length.
@@ -279,15 +193,15 @@ mod tests {
         assert!(err("docker://127.0.0.1:5000").contains("no repository name"));
         assert!(err("docker://library/busybox").contains("`library` is not a registry host"));
         assert!(err("docker://h:99999/x").contains("port `99999`"));
-        assert!(err("docker://h:/x").contains("port ``"));
-        assert!(err("docker://-h.io/x").contains("`-h`"));
-        assert!(err("docker://h.io/Upper").contains("component `Upper`"));
-        assert!(err("docker://h.io/a//b").contains("component ``"));
-        assert!(err("docker://h.io/a-/b").contains("component `a-`"));
-        assert!(err("docker://h.io/a___b").contains("component `a___b`"));
-        assert!(err("docker://h.io/x:").contains("tag ``"));
-        assert!(err("docker://h.io/x:.t").contains("tag `.t`"));
-        assert!(err(&format!("docker://h.io/x:{}", "t".repeat(129))).contains("tag `"));
+        assert!(err("docker://h:/x").contains("port \"\""), "{}", err("docker://h:/x"));
+        assert!(err("docker://-h.io/x").contains("\"-h.io\""), "{}", err("docker://-h.io/x"));
+        assert!(err("docker://h.io/Upper").contains("\"Upper\""));
+        assert!(err("docker://h.io/a//b").contains("empty part"));
+        assert!(err("docker://h.io/a-/b").contains("\"a-\""));
+        assert!(err("docker://h.io/a___b").contains("\"a___b\""));
+        assert!(err("docker://h.io/x:").contains("tag is empty"));
+        assert!(err("docker://h.io/x:.t").contains("tag must start"));
+        assert!(err(&format!("docker://h.io/x:{}", "t".repeat(129))).contains("129 characters"));
         assert!(err("docker://h.io/x@sha256:abc").contains("digest `sha256:abc`"));
         assert!(err("docker://h.io/x@md5:abc").contains("sha256 or sha512"));
         assert!(err(&format!("docker://h.io/{}", "a".repeat(256))).contains("256 characters"));
