@@ -1,9 +1,399 @@
 //! Ours: layers that re-ship the fewest bytes when an image is updated.
-//! Not implemented yet.
+//!
+//! A layer is re-shipped when any path in it changes, and a path changes when anything in
+//! its closure changes. So a layer's expected cost is its bytes times the chance that an
+//! update touches the union of its members' closures. Three kinds of layer follow:
+//!
+//! - **anchor layers**: the biggest paths (by size class, then name) each lead a layer,
+//!   and every other path joins the nearest anchor above it (the one with the smallest
+//!   closure, so the chance of re-shipping it grows least). A dependency changes whenever
+//!   its user does not, never the other way round, so the small paths below a big one
+//!   cost little there.
+//! - **app layers**: the apps (the roots, or the paths only a wrapper root such as a
+//!   `buildEnv` uses) that are not anchors, in buckets by a hash of their name, each with
+//!   the small paths only its apps use. They never hold bulk: every big path anchors.
+//! - a **shared** layer for small paths that only apps of different buckets use, and the
+//!   **wrapper** root alone.
+//!
+//! Order matters: docker keys a layer by its whole chain, so a changed layer makes it
+//! re-pull every layer above it. Anchor layers come first, the ones with small closures
+//! (stable, widely used) at the bottom, then the shared layer, the app layers and the
+//! wrapper last.
+//!
+//! Every decision comes from the graph's structure, sizes rounded to powers of two and
+//! package names (the part of a path after its hash); a hash only breaks ties between
+//! equal names. An update that changes some hashes keeps every other layer as it was.
 
 use super::{Input, StoreLayer};
+use crate::graph::Graph;
+use crate::popularity::tie_break_key;
+use std::cmp::{Ordering, Reverse};
 
-/// The layers.
+/// Number of minimum hashes kept per closure (see [`closure_sizes`]).
+const SKETCH: usize = 32;
+
+/// The layers, bottom first.
 pub fn layers(input: &Input<'_>) -> Vec<StoreLayer> {
-    super::autolayer::layers(input)
+    let graph = input.graph;
+    let excluded = input.excluded;
+    let included: Vec<u32> = input.included().collect();
+    if included.is_empty() {
+        return Vec::new();
+    }
+    let available = input.available.max(1);
+    let keys: Vec<String> = graph.paths.iter().map(|p| tie_break_key(p)).collect();
+    let by_name = |a: u32, b: u32| keys[a as usize].cmp(&keys[b as usize]);
+    let sketches = closure_sketches(graph);
+    let closure: Vec<u64> = sketches.iter().map(|s| estimate(s)).collect();
+    let size_class: Vec<u32> = graph.nar_sizes.iter().map(|&s| 64 - s.leading_zeros()).collect();
+    let in_parents = |v: u32| graph.parents[v as usize].iter().copied().filter(|&p| !excluded[p as usize]);
+
+    // Apps: the roots, or what only a wrapper root references.
+    let roots: Vec<u32> = included.iter().copied().filter(|&v| in_parents(v).next().is_none()).collect();
+    let fan_out = |v: u32| graph.children[v as usize].iter().filter(|&&c| !excluded[c as usize]).count();
+    let widest = included.iter().map(|&v| fan_out(v)).max().unwrap_or(0);
+    let wrapper = match roots[..] {
+        [root] if fan_out(root) >= 2 && fan_out(root) == widest => Some(root),
+        _ => None,
+    };
+    let mut kind = vec![Kind::Other; graph.len()];
+    match wrapper {
+        Some(w) => {
+            kind[w as usize] = Kind::Wrapper;
+            for &c in &graph.children[w as usize] {
+                if !excluded[c as usize] && in_parents(c).all(|p| p == w) {
+                    kind[c as usize] = Kind::App;
+                }
+            }
+        }
+        None => roots.iter().for_each(|&r| kind[r as usize] = Kind::App),
+    }
+
+    let is_app: Vec<bool> = kind.iter().map(|&k| k == Kind::App).collect();
+
+    // Budget: the shared and wrapper layers, up to a fifth of the layers for app buckets,
+    // and as many anchors as fit beside them (an app that anchors needs no bucket).
+    let mut candidates: Vec<u32> = included.iter().copied().filter(|&v| Some(v) != wrapper).collect();
+    candidates.sort_unstable_by(|&a, &b| {
+        Reverse(size_class[a as usize]).cmp(&Reverse(size_class[b as usize])).then(by_name(a, b))
+    });
+    let wanted_buckets = (available / 5).max(1);
+    let fixed = 1 + usize::from(wrapper.is_some());
+    let mut loose_apps = kind.iter().filter(|&&k| k == Kind::App).count();
+    let mut anchors = 0;
+    if included.len() <= available {
+        anchors = candidates.len();
+        loose_apps = 0;
+    } else {
+        for &v in &candidates {
+            let loose_after = loose_apps - usize::from(kind[v as usize] == Kind::App);
+            if anchors + 1 + loose_after.min(wanted_buckets) + fixed > available {
+                break;
+            }
+            anchors += 1;
+            loose_apps = loose_after;
+        }
+    }
+    for &v in &candidates[..anchors] {
+        kind[v as usize] = Kind::Anchor;
+    }
+    let buckets = loose_apps.min(wanted_buckets);
+
+    // Parents first: each path joins its nearest anchor, else the bucket of the apps above it.
+    let nearer = |a: u32, b: u32| closure[a as usize].cmp(&closure[b as usize]).then(by_name(a, b));
+    let mut anchor_of: Vec<Option<u32>> = vec![None; graph.len()];
+    let mut bucket_of: Vec<Reach> = vec![Reach::None; graph.len()];
+    for &v in &graph.topo_order {
+        let vi = v as usize;
+        if excluded[vi] {
+            continue;
+        }
+        match kind[vi] {
+            Kind::Anchor => anchor_of[vi] = Some(v),
+            Kind::App => bucket_of[vi] = Reach::One(bucket(&graph.paths[vi], buckets)),
+            Kind::Wrapper => {}
+            Kind::Other => {
+                for p in in_parents(v) {
+                    let from_parent = match kind[p as usize] {
+                        Kind::Anchor => Some(p),
+                        _ => anchor_of[p as usize],
+                    };
+                    if let Some(a) = from_parent {
+                        anchor_of[vi] = Some(match anchor_of[vi] {
+                            Some(b) if nearer(b, a) != Ordering::Greater => b,
+                            _ => a,
+                        });
+                    }
+                    bucket_of[vi] = bucket_of[vi].join(bucket_of[p as usize]);
+                }
+            }
+        }
+    }
+
+    // Collect the layers.
+    let mut anchor_layers: Vec<(u32, Vec<u32>)> = Vec::new();
+    let mut slot = vec![usize::MAX; graph.len()];
+    for &v in &candidates {
+        if kind[v as usize] == Kind::Anchor {
+            slot[v as usize] = anchor_layers.len();
+            anchor_layers.push((v, Vec::new()));
+        }
+    }
+    let mut bucket_layers: Vec<Vec<u32>> = vec![Vec::new(); buckets];
+    let mut shared = Vec::new();
+    let mut wrapper_layer = Vec::new();
+    for &v in &included {
+        let vi = v as usize;
+        match (kind[vi], anchor_of[vi], bucket_of[vi]) {
+            (Kind::Wrapper, ..) => wrapper_layer.push(v),
+            (_, Some(a), _) => anchor_layers[slot[a as usize]].1.push(v),
+            (_, None, Reach::One(b)) => bucket_layers[b].push(v),
+            _ => shared.push(v),
+        }
+    }
+
+    let mut unordered: Vec<(u32, StoreLayer)> = Vec::new();
+    for (anchor, paths) in anchor_layers {
+        let name = &graph.paths[anchor as usize];
+        let reason = match paths.len() {
+            1 => format!("big path {name}"),
+            n => format!("big path {name} and {} paths below it that no nearer big path uses", n - 1),
+        };
+        unordered.push((anchor, StoreLayer { paths, reason }));
+    }
+    if let Some(&first) = shared.iter().min_by(|&&a, &&b| by_name(a, b)) {
+        let reason = format!("{} small paths shared by apps of different app layers", shared.len());
+        unordered.push((first, StoreLayer { paths: shared, reason }));
+    }
+    for paths in bucket_layers.into_iter().filter(|b| !b.is_empty()) {
+        let mut apps: Vec<u32> = paths.iter().copied().filter(|&p| is_app[p as usize]).collect();
+        apps.sort_by(|&a, &b| by_name(a, b));
+        let names: Vec<&str> = apps.iter().map(|&p| name_of(&graph.paths[p as usize])).collect();
+        let reason = format!("apps {} and what only they use", names.join(", "));
+        unordered.push((apps[0], StoreLayer { paths, reason }));
+    }
+    if let Some(w) = wrapper {
+        unordered.push((w, StoreLayer { paths: wrapper_layer, reason: "the wrapper root".into() }));
+    }
+    // The budget above leaves room for every layer but with the smallest limits.
+    unordered.sort_by(|a, b| by_name(a.0, b.0));
+    while unordered.len() > available {
+        let (_, extra) = unordered.pop().unwrap_or_else(|| unreachable!());
+        let (_, into) = unordered.last_mut().unwrap_or_else(|| unreachable!());
+        into.paths.extend(extra.paths);
+        into.reason = format!("{}; and {} (layer limit)", into.reason, extra.reason);
+    }
+    let mut out = order(input, &is_app, unordered, &by_name);
+    for layer in &mut out {
+        layer.paths.sort_by(|&a, &b| by_name(a, b));
+    }
+    out
+}
+
+/// The layers, bottom first, in the order that re-pulls the fewest bytes under docker.
+///
+/// Docker keys a layer by its chain (it and every layer below it), so after an update it
+/// re-pulls everything from the lowest changed layer up. When a path changes, so do the
+/// layers holding it or any of its users: its "reach". Weighing each path by the chance
+/// that an update starts there (an app update at an app, a library update at a path with
+/// users and references; both classes equally likely), the expected re-pull is the sum,
+/// over positions, of the layer's bytes times the chance that something at or below it
+/// changed. It is built bottom up, greedily: next comes the layer that adds the least
+/// chance per byte (Smith's rule, with the chance that layers already placed do not
+/// cover). Ratios are compared in half powers of two, then by the layers' names, so
+/// that a small size change rarely reorders layers.
+fn order(
+    input: &Input<'_>,
+    is_app: &[bool],
+    layers: Vec<(u32, StoreLayer)>,
+    by_name: &dyn Fn(u32, u32) -> Ordering,
+) -> Vec<StoreLayer> {
+    let graph = input.graph;
+    let excluded = input.excluded;
+    let words = layers.len().div_ceil(64).max(1);
+    let mut layer_of = vec![usize::MAX; graph.len()];
+    for (i, (_, layer)) in layers.iter().enumerate() {
+        for &p in &layer.paths {
+            layer_of[p as usize] = i;
+        }
+    }
+    // reach[v]: bit set of the layers that change when v changes.
+    let mut reach = vec![0u64; graph.len() * words];
+    let mut own = vec![0u64; words];
+    for &v in &graph.topo_order {
+        let v = v as usize;
+        own.iter_mut().for_each(|o| *o = 0);
+        if layer_of[v] != usize::MAX {
+            own[layer_of[v] / 64] |= 1 << (layer_of[v] % 64);
+        }
+        for &p in &graph.parents[v] {
+            let from = &reach[p as usize * words..(p as usize + 1) * words];
+            own.iter_mut().zip(from).for_each(|(o, r)| *o |= r);
+        }
+        reach[v * words..(v + 1) * words].copy_from_slice(&own);
+    }
+    // Integer weights, so that sums do not depend on the input order: an app weighs the
+    // number of libraries, a library the number of apps (each class sums to the same).
+    let has_included = |list: &[u32]| list.iter().any(|&x| !excluded[x as usize]);
+    let lib: Vec<bool> = (0..graph.len())
+        .map(|v| !excluded[v] && !is_app[v] && has_included(&graph.parents[v]) && has_included(&graph.children[v]))
+        .collect();
+    let apps = is_app.iter().filter(|&&a| a).count() as u128;
+    let libs = lib.iter().filter(|&&l| l).count() as u128;
+    let mut groups: std::collections::BTreeMap<&[u64], u128> = std::collections::BTreeMap::new();
+    for v in 0..graph.len() {
+        let weight = if is_app[v] { libs.max(1) } else if lib[v] { apps.max(1) } else { 0 };
+        if weight > 0 {
+            *groups.entry(&reach[v * words..(v + 1) * words]).or_default() += weight;
+        }
+    }
+    let mut open: Vec<(&[u64], u128)> = groups.into_iter().collect();
+    let bytes: Vec<u64> =
+        layers.iter().map(|(_, l)| l.paths.iter().map(|&p| graph.nar_sizes[p as usize]).sum()).collect();
+    let mut placed = vec![false; layers.len()];
+    let mut slots: Vec<Option<StoreLayer>> = Vec::with_capacity(layers.len());
+    let leaders: Vec<u32> = layers.iter().map(|(leader, _)| *leader).collect();
+    slots.extend(layers.into_iter().map(|(_, layer)| Some(layer)));
+    let mut out = Vec::with_capacity(slots.len());
+    let mut added = vec![0u128; slots.len()];
+    for _ in 0..slots.len() {
+        added.iter_mut().for_each(|a| *a = 0);
+        for (set, weight) in &open {
+            for (w, &word) in set.iter().enumerate() {
+                let mut bits = word;
+                while bits != 0 {
+                    added[w * 64 + bits.trailing_zeros() as usize] += weight;
+                    bits &= bits - 1;
+                }
+            }
+        }
+        let class = |i: usize| -> i64 {
+            if added[i] == 0 {
+                i64::MIN
+            } else {
+                (2.0 * ((added[i] as f64).log2() - (bytes[i].max(1) as f64).log2())).floor() as i64
+            }
+        };
+        let next = (0..slots.len())
+            .filter(|&i| !placed[i])
+            .min_by(|&a, &b| class(a).cmp(&class(b)).then(by_name(leaders[a], leaders[b])))
+            .unwrap_or_else(|| unreachable!());
+        placed[next] = true;
+        open.retain(|(set, _)| set[next / 64] & (1 << (next % 64)) == 0);
+        out.push(slots[next].take().unwrap_or_else(|| unreachable!()));
+    }
+    out
+}
+
+/// What a path is to the layering.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// Leads its own layer.
+    Anchor,
+    /// A root, or a path only the wrapper uses.
+    App,
+    /// A single root that references the most paths (a `buildEnv`).
+    Wrapper,
+    /// Joins a layer above.
+    Other,
+}
+
+/// Which app buckets reach a path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reach {
+    None,
+    One(usize),
+    Many,
+}
+
+impl Reach {
+    fn join(self, other: Reach) -> Reach {
+        match (self, other) {
+            (Reach::None, x) | (x, Reach::None) => x,
+            (Reach::One(a), Reach::One(b)) if a == b => Reach::One(a),
+            _ => Reach::Many,
+        }
+    }
+}
+
+/// The app bucket of a path: a hash of its name, so adding an app moves no other app.
+fn bucket(path: &str, buckets: usize) -> usize {
+    (mix(fnv(name_of(path).as_bytes())) % buckets as u64) as usize
+}
+
+/// A store path's name: what follows the hash (`/nix/store/abc-hello-2.10` → `hello-2.10`).
+fn name_of(path: &str) -> &str {
+    let base = path.rsplit_once('/').map_or(path, |(_, base)| base);
+    base.split_once('-').map_or(base, |(_, name)| name)
+}
+
+/// The number of paths in each path's closure (itself included), estimated from the
+/// [`SKETCH`] smallest hashes of the names in it (exact for closures that small).
+/// Exact counts would need a bit set per path, 1.25 GB at 100,000 paths. Names, not
+/// store hashes, are hashed, so an update that changes hashes keeps every estimate.
+fn closure_sketches(graph: &Graph) -> Vec<Vec<u64>> {
+    let n = graph.len();
+    let own: Vec<u64> = graph.paths.iter().map(|p| mix(fnv(name_of(p).as_bytes()))).collect();
+    let mut sketches: Vec<Vec<u64>> = vec![Vec::new(); n];
+    let mut merged = Vec::with_capacity(SKETCH);
+    for &v in graph.topo_order.iter().rev() {
+        let mut sketch = vec![own[v as usize]];
+        for &c in &graph.children[v as usize] {
+            merge(&sketch, &sketches[c as usize], &mut merged);
+            std::mem::swap(&mut sketch, &mut merged);
+        }
+        sketches[v as usize] = sketch;
+    }
+    sketches
+}
+
+/// The number of distinct names a sketch stands for.
+fn estimate(sketch: &[u64]) -> u64 {
+    if sketch.len() < SKETCH {
+        sketch.len() as u64
+    } else {
+        let kth = sketch[SKETCH - 1] as f64 / u64::MAX as f64;
+        ((SKETCH - 1) as f64 / kth).round() as u64
+    }
+}
+
+/// The [`SKETCH`] smallest distinct values of two sorted lists, into `out`.
+fn merge(a: &[u64], b: &[u64], out: &mut Vec<u64>) {
+    out.clear();
+    let (mut i, mut j) = (0, 0);
+    while out.len() < SKETCH && (i < a.len() || j < b.len()) {
+        let next = match (a.get(i), b.get(j)) {
+            (Some(&x), Some(&y)) if x == y => {
+                i += 1;
+                j += 1;
+                x
+            }
+            (Some(&x), Some(&y)) if x < y => {
+                i += 1;
+                x
+            }
+            (Some(&x), None) => {
+                i += 1;
+                x
+            }
+            (_, Some(&y)) => {
+                j += 1;
+                y
+            }
+            (None, None) => unreachable!(),
+        };
+        out.push(next);
+    }
+}
+
+/// FNV-1a, 64 bits.
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// splitmix64's finaliser: spreads FNV's bits so that the smallest values are uniform.
+fn mix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
 }
