@@ -74,8 +74,13 @@ pub fn layers(input: &Input<'_>) -> Vec<StoreLayer> {
     // Budget: the shared and wrapper layers, up to a fifth of the layers for app buckets,
     // and as many anchors as fit beside them (an app that anchors needs no bucket).
     let mut candidates: Vec<u32> = included.iter().copied().filter(|&v| Some(v) != wrapper).collect();
+    // Anchors: the biggest paths; among equal size classes the one with the bigger closure
+    // (it changes more often, so it is the costlier one to share a layer with).
+    let closure_class = |v: u32| 64 - closure[v as usize].leading_zeros();
     candidates.sort_unstable_by(|&a, &b| {
-        Reverse(size_class[a as usize]).cmp(&Reverse(size_class[b as usize])).then(by_name(a, b))
+        Reverse((size_class[a as usize], closure_class(a)))
+            .cmp(&Reverse((size_class[b as usize], closure_class(b))))
+            .then(by_name(a, b))
     });
     let wanted_buckets = (available / 5).max(1);
     let fixed = 1 + usize::from(wrapper.is_some());
@@ -183,7 +188,10 @@ pub fn layers(input: &Input<'_>) -> Vec<StoreLayer> {
         into.paths.extend(extra.paths);
         into.reason = format!("{}; and {} (layer limit)", into.reason, extra.reason);
     }
-    let mut out = order(input, &is_app, unordered, &by_name);
+    // Ties in the order: the smaller closure lower. A path's closure is the same in every
+    // image that holds it, so images from one package set tend to share their bottom.
+    let tie = |a: u32, b: u32| closure[a as usize].cmp(&closure[b as usize]).then(by_name(a, b));
+    let mut out = order(input, &is_app, unordered, &tie);
     for layer in &mut out {
         layer.paths.sort_by(|&a, &b| by_name(a, b));
     }
@@ -206,7 +214,7 @@ fn order(
     input: &Input<'_>,
     is_app: &[bool],
     layers: Vec<(u32, StoreLayer)>,
-    by_name: &dyn Fn(u32, u32) -> Ordering,
+    tie: &dyn Fn(u32, u32) -> Ordering,
 ) -> Vec<StoreLayer> {
     let graph = input.graph;
     let excluded = input.excluded;
@@ -276,7 +284,7 @@ fn order(
         };
         let next = (0..slots.len())
             .filter(|&i| !placed[i])
-            .min_by(|&a, &b| class(a).cmp(&class(b)).then(by_name(leaders[a], leaders[b])))
+            .min_by(|&a, &b| class(a).cmp(&class(b)).then(tie(leaders[a], leaders[b])))
             .unwrap_or_else(|| unreachable!());
         placed[next] = true;
         open.retain(|(set, _)| set[next / 64] & (1 << (next % 64)) == 0);
