@@ -208,8 +208,9 @@ pub fn layers(input: &Input<'_>) -> Vec<StoreLayer> {
 /// over positions, of the layer's bytes times the chance that something at or below it
 /// changed. It is built bottom up, greedily: next comes the layer that adds the least
 /// chance per byte (Smith's rule, with the chance that layers already placed do not
-/// cover). Ratios are compared in half powers of two, then by the layers' names, so
-/// that a small size change rarely reorders layers.
+/// cover), among the layers whose references are all placed. Ratios are compared in half
+/// powers of two, then by the leaders' closures and names, so that a small size change
+/// rarely reorders layers.
 fn order(
     input: &Input<'_>,
     is_app: &[bool],
@@ -258,6 +259,19 @@ fn order(
     let mut open: Vec<(&[u64], u128)> = groups.into_iter().collect();
     let bytes: Vec<u64> =
         layers.iter().map(|(_, l)| l.paths.iter().map(|&p| graph.nar_sizes[p as usize]).sum()).collect();
+    let mut needs: Vec<Vec<usize>> = vec![Vec::new(); layers.len()];
+    for (i, (_, layer)) in layers.iter().enumerate() {
+        let mut refs: Vec<usize> = layer
+            .paths
+            .iter()
+            .flat_map(|&p| &graph.children[p as usize])
+            .map(|&c| layer_of[c as usize])
+            .filter(|&j| j != i && j != usize::MAX)
+            .collect();
+        refs.sort_unstable();
+        refs.dedup();
+        needs[i] = refs;
+    }
     let mut placed = vec![false; layers.len()];
     let mut slots: Vec<Option<StoreLayer>> = Vec::with_capacity(layers.len());
     let leaders: Vec<u32> = layers.iter().map(|(leader, _)| *leader).collect();
@@ -282,9 +296,15 @@ fn order(
                 (2.0 * ((added[i] as f64).log2() - (bytes[i].max(1) as f64).log2())).floor() as i64
             }
         };
+        // A layer waits for the layers it references (when a cycle leaves none ready, the
+        // best goes anyway): a dependency that changes changes its users too, so below
+        // them it costs nothing more and spares them its bytes when only they change.
+        let waits = |i: usize| needs[i].iter().any(|&j| !placed[j]);
         let next = (0..slots.len())
             .filter(|&i| !placed[i])
-            .min_by(|&a, &b| class(a).cmp(&class(b)).then(tie(leaders[a], leaders[b])))
+            .min_by(|&a, &b| {
+                (class(a), waits(a)).cmp(&(class(b), waits(b))).then(tie(leaders[a], leaders[b]))
+            })
             .unwrap_or_else(|| unreachable!());
         placed[next] = true;
         open.retain(|(set, _)| set[next / 64] & (1 << (next % 64)) == 0);
@@ -404,4 +424,227 @@ fn mix(mut x: u64) -> u64 {
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     x ^ (x >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attrs::GraphEntry;
+    use std::borrow::Cow;
+    use std::collections::BTreeSet;
+
+    /// A store path for `name` whose hash part depends on `name` and `salt`.
+    fn store_path(name: &str, salt: u64) -> String {
+        const BASE32: &[u8] = b"0123456789abcdfghijklmnpqrsvwxyz";
+        let mut h = mix(fnv(name.as_bytes()) ^ salt);
+        let hash: String = (0..32)
+            .map(|i| {
+                if i % 12 == 0 {
+                    h = mix(h.wrapping_add(i));
+                }
+                BASE32[(h >> ((i % 12) * 5) & 31) as usize] as char
+            })
+            .collect();
+        format!("/nix/store/{hash}-{name}")
+    }
+
+    /// A closure like a distribution's: core libraries, libraries on top of them, apps
+    /// (roots) each with a private dependency, sizes spread over powers of two; with
+    /// `wrapper`, one root that references every app (a `buildEnv`).
+    struct Spec {
+        libs: usize,
+        apps: usize,
+        wrapper: bool,
+        seed: u64,
+    }
+
+    /// (name, narSize, references by name), in generation order.
+    fn closure(spec: &Spec) -> Vec<(String, u64, Vec<String>)> {
+        let mut state = spec.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let mut next = move |below: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % below.max(1)
+        };
+        let mut out: Vec<(String, u64, Vec<String>)> = vec![
+            ("glibc-2.39".into(), 30 << 20, vec![]),
+            ("zlib-1.3".into(), 200 << 10, vec!["glibc-2.39".into()]),
+            ("openssl-3.0".into(), 6 << 20, vec!["glibc-2.39".into(), "zlib-1.3".into()]),
+        ];
+        for i in 0..spec.libs {
+            let mut refs = vec!["glibc-2.39".to_string()];
+            for _ in 0..1 + next(3) {
+                refs.push(out[next(out.len() as u64) as usize].0.clone());
+            }
+            let size = 1u64 << (12 + next(14));
+            out.push((format!("lib{i}-1.0"), size + next(size), refs));
+        }
+        let libs_end = out.len() as u64;
+        let mut apps = Vec::new();
+        for i in 0..spec.apps {
+            let private = format!("app{i}-data-1.0");
+            out.push((private.clone(), 1 << (16 + next(12)), vec![]));
+            let mut refs = vec![private, "glibc-2.39".into()];
+            for _ in 0..1 + next(4) {
+                refs.push(out[next(libs_end) as usize].0.clone());
+            }
+            let name = format!("app{i}-1.0");
+            out.push((name.clone(), 1 << (14 + next(10)), refs));
+            apps.push(name);
+        }
+        if spec.wrapper {
+            out.push(("system-path".into(), 1 << 12, apps));
+        }
+        out
+    }
+
+    fn graph_of(nodes: &[(String, u64, Vec<String>)], salt: &dyn Fn(&str) -> u64) -> Graph {
+        let path = |name: &str| -> Cow<'static, str> { store_path(name, salt(name)).into() };
+        let entries: Vec<GraphEntry> = nodes
+            .iter()
+            .map(|(name, size, refs)| GraphEntry {
+                path: path(name),
+                references: refs.iter().map(|r| path(r)).chain([path(name)]).collect(),
+                nar_size: *size,
+            })
+            .collect();
+        Graph::new(&entries).unwrap()
+    }
+
+    fn lay_out(graph: &Graph, available: usize) -> Vec<StoreLayer> {
+        let excluded = vec![false; graph.len()];
+        layers(&Input { graph, excluded: &excluded, available })
+    }
+
+    /// Each layer as the set of its paths' names.
+    fn named(graph: &Graph, layers: &[StoreLayer]) -> Vec<BTreeSet<String>> {
+        layers.iter().map(|l| l.paths.iter().map(|&p| graph.paths[p as usize].clone()).collect()).collect()
+    }
+
+    fn check_partition(graph: &Graph, layers: &[StoreLayer], available: usize) {
+        assert!(layers.len() <= available, "{} layers, {available} available", layers.len());
+        assert!(layers.iter().all(|l| !l.paths.is_empty() && !l.reason.is_empty()));
+        let mut seen = vec![false; graph.len()];
+        for &p in layers.iter().flat_map(|l| &l.paths) {
+            assert!(!std::mem::replace(&mut seen[p as usize], true), "{} twice", graph.paths[p as usize]);
+        }
+        assert!(seen.iter().all(|&s| s), "a path is in no layer");
+    }
+
+    #[test]
+    fn every_path_once_within_the_limit_whatever_the_input_order() {
+        for wrapper in [false, true] {
+            let nodes = closure(&Spec { libs: 60, apps: 15, wrapper, seed: 3 });
+            let graph = graph_of(&nodes, &|_| 0);
+            let mut reversed = nodes.clone();
+            reversed.reverse();
+            let graph_reversed = graph_of(&reversed, &|_| 0);
+            for available in 1..=40 {
+                let layers = lay_out(&graph, available);
+                check_partition(&graph, &layers, available);
+                assert_eq!(named(&graph, &layers), named(&graph_reversed, &lay_out(&graph_reversed, available)));
+            }
+        }
+    }
+
+    #[test]
+    fn a_wrapper_root_is_alone_and_apps_share_no_bulk_they_do_not_use() {
+        let mut nodes: Vec<(String, u64, Vec<String>)> = vec![("glibc-2.39".into(), 30 << 20, vec![])];
+        let mut apps = Vec::new();
+        for i in 0..6 {
+            let bulk = format!("bulk{i}-1.0");
+            nodes.push((bulk.clone(), 256 << 20, vec!["glibc-2.39".into()]));
+            nodes.push((format!("app{i}-1.0"), 100 << 10, vec![bulk, "glibc-2.39".into()]));
+            apps.push(format!("app{i}-1.0"));
+        }
+        for wrapper in [false, true] {
+            let mut nodes = nodes.clone();
+            if wrapper {
+                nodes.push(("system-path".into(), 4 << 10, apps.clone()));
+            }
+            let graph = graph_of(&nodes, &|_| 0);
+            let layers = lay_out(&graph, 10);
+            check_partition(&graph, &layers, 10);
+            for layer in &layers {
+                let names: Vec<&str> = layer.paths.iter().map(|&p| name_of(&graph.paths[p as usize])).collect();
+                if names.contains(&"system-path") {
+                    assert_eq!(names, ["system-path"], "{}", layer.reason);
+                }
+                for app in names.iter().filter(|n| n.starts_with("app")) {
+                    let own = app.replace("app", "bulk");
+                    for bulk in names.iter().filter(|n| n.starts_with("bulk")) {
+                        assert_eq!(*bulk, own, "{app} shares a layer with {bulk}: {}", layer.reason);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_core_library_is_below_its_users() {
+        for (wrapper, available) in [(false, 25), (false, 100), (true, 25), (true, 100)] {
+            let nodes = closure(&Spec { libs: 150, apps: 40, wrapper, seed: 11 });
+            let graph = graph_of(&nodes, &|_| 0);
+            let layers = lay_out(&graph, available);
+            let position = |p: u32| layers.iter().position(|l| l.paths.contains(&p)).unwrap();
+            let glibc = graph.node(&store_path("glibc-2.39", 0)).unwrap();
+            for &user in &graph.parents[glibc as usize] {
+                if position(user) != position(glibc) {
+                    assert!(
+                        position(glibc) < position(user),
+                        "glibc in layer {}, its user {} in layer {} (limit {available})",
+                        position(glibc),
+                        graph.paths[user as usize],
+                        position(user)
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_new_hash_for_one_app_changes_no_other_layer() {
+        for (wrapper, available) in [(false, 25), (false, 100), (true, 25), (true, 100)] {
+            let nodes = closure(&Spec { libs: 300, apps: 60, wrapper, seed: 5 });
+            let before = graph_of(&nodes, &|_| 0);
+            let old = named(&before, &lay_out(&before, available));
+            for app in (0..60).map(|i| format!("app{i}-1.0")) {
+                let app = app.as_str();
+                let changed: Vec<&str> = if wrapper { vec![app, "system-path"] } else { vec![app] };
+                let after = graph_of(&nodes, &|name| u64::from(changed.contains(&name)));
+                let new = named(&after, &lay_out(&after, available));
+                let untouched = |layers: &[BTreeSet<String>]| -> Vec<BTreeSet<String>> {
+                    let touched = |l: &BTreeSet<String>| l.iter().any(|p| changed.contains(&name_of(p)));
+                    layers.iter().filter(|l| !touched(l)).cloned().collect()
+                };
+                // Same layers, in the same order.
+                assert_eq!(untouched(&old), untouched(&new), "{app}, limit {available}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_layers_do_not_depend_on_hashes() {
+        let names = |graph: &Graph, layers: &[StoreLayer]| -> Vec<BTreeSet<String>> {
+            let of = |l: &StoreLayer| l.paths.iter().map(|&p| name_of(&graph.paths[p as usize]).to_string()).collect();
+            layers.iter().map(of).collect()
+        };
+        for wrapper in [false, true] {
+            let nodes = closure(&Spec { libs: 300, apps: 60, wrapper, seed: 9 });
+            let one = graph_of(&nodes, &|_| 1);
+            let two = graph_of(&nodes, &|_| 2);
+            for available in [2, 10, 25, 100] {
+                assert_eq!(names(&one, &lay_out(&one, available)), names(&two, &lay_out(&two, available)));
+            }
+        }
+    }
+
+    #[test]
+    fn a_hundred_thousand_paths() {
+        let nodes = closure(&Spec { libs: 80_000, apps: 10_000, wrapper: true, seed: 1 });
+        let graph = graph_of(&nodes, &|_| 0);
+        assert!(graph.len() > 100_000);
+        check_partition(&graph, &lay_out(&graph, 99), 99);
+    }
 }
