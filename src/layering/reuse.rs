@@ -2,34 +2,38 @@
 //!
 //! A layer is re-shipped when any path in it changes, and a path changes when anything in
 //! its closure changes. So a layer's expected cost is its bytes times the chance that an
-//! update touches the union of its members' closures. Three kinds of layer follow:
+//! update touches the union of its members' closures. The layers:
 //!
-//! - **anchor layers**: the biggest paths (by size class, then name) each lead a layer,
-//!   and every other path joins the nearest anchor above it (the one with the smallest
-//!   closure, so the chance of re-shipping it grows least). A dependency changes whenever
-//!   its user does not, never the other way round, so the small paths below a big one
-//!   cost little there.
-//! - **app layers**: the apps (the roots, or the paths only a wrapper root such as a
-//!   `buildEnv` uses) that are not anchors, in buckets by a hash of their name, each with
-//!   the small paths only its apps use. They never hold bulk: every big path anchors.
-//! - a **shared** layer for small paths that only apps of different buckets use, and the
+//! - **anchor layers**: the biggest paths (by size class; among equal classes the one with
+//!   the bigger closure, which changes more often; then by name) each lead a layer, and
+//!   every other path joins the nearest anchor above it (the one with the smallest
+//!   closure). A path below an anchor changes only if the anchor changes too, so it adds
+//!   no chance of re-shipping, only its (small) bytes.
+//! - **app layers**: the apps (the roots, or the paths that only a wrapper root such as a
+//!   `buildEnv` references) that are not anchors, in up to a fifth of the layers, by a
+//!   hash of their name (adding an app moves no other), each with the paths that only its
+//!   apps use. Every big path anchors, so an app shares a layer with no bulk it does not
+//!   use, except when the limit leaves fewer layers than big paths.
+//! - one **shared** layer for paths that only apps of different app layers use, and the
 //!   **wrapper** root alone.
 //!
-//! Order matters: docker keys a layer by its whole chain, so a changed layer makes it
-//! re-pull every layer above it. Anchor layers come first, the ones with small closures
-//! (stable, widely used) at the bottom, then the shared layer, the app layers and the
-//! wrapper last.
+//! Order matters: docker keys a layer by its chain, so it re-pulls a changed layer and
+//! every layer above it. `order` stacks them so that the layers with the most bytes per
+//! chance of changing go lowest: core libraries and big stable paths at the bottom, apps
+//! and the wrapper on top.
 //!
 //! Every decision comes from the graph's structure, sizes rounded to powers of two and
 //! package names (the part of a path after its hash); a hash only breaks ties between
-//! equal names. An update that changes some hashes keeps every other layer as it was.
+//! equal names. Closure sizes are estimated from hashes of names, so an update that
+//! changes hashes leaves every other layer, and the order of the layers below it, as it
+//! was. `bench/reuse` measures it against nixpkgs' auto-layer.
 
 use super::{Input, StoreLayer};
 use crate::graph::Graph;
 use crate::popularity::tie_break_key;
 use std::cmp::{Ordering, Reverse};
 
-/// Number of minimum hashes kept per closure (see [`closure_sizes`]).
+/// Number of minimum hashes kept per closure (see [`closure_sketches`]).
 const SKETCH: usize = 32;
 
 /// The layers, bottom first.
@@ -355,8 +359,8 @@ fn name_of(path: &str) -> &str {
     base.split_once('-').map_or(base, |(_, name)| name)
 }
 
-/// The number of paths in each path's closure (itself included), estimated from the
-/// [`SKETCH`] smallest hashes of the names in it (exact for closures that small).
+/// Each path's closure (itself included) as the [`SKETCH`] smallest hashes of the names
+/// in it, from which [`estimate`] tells its size (exact for closures that small).
 /// Exact counts would need a bit set per path, 1.25 GB at 100,000 paths. Names, not
 /// store hashes, are hashed, so an update that changes hashes keeps every estimate.
 fn closure_sketches(graph: &Graph) -> Vec<Vec<u64>> {
