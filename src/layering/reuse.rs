@@ -75,7 +75,7 @@ pub fn layers(input: &Input<'_>) -> Vec<StoreLayer> {
 
     let is_app: Vec<bool> = kind.iter().map(|&k| k == Kind::App).collect();
 
-    // Budget: the shared and wrapper layers, up to a fifth of the layers for app buckets,
+    // Budget: up to a fifth of the layers for app buckets, the shared and wrapper layers,
     // and as many anchors as fit beside them (an app that anchors needs no bucket).
     let mut candidates: Vec<u32> = included.iter().copied().filter(|&v| Some(v) != wrapper).collect();
     // Anchors: the biggest paths; among equal size classes the one with the bigger closure
@@ -87,7 +87,8 @@ pub fn layers(input: &Input<'_>) -> Vec<StoreLayer> {
             .then(by_name(a, b))
     });
     let wanted_buckets = (available / 5).max(1);
-    let fixed = 1 + usize::from(wrapper.is_some());
+    // Besides: the wrapper's layer, and the shared one when there are two app layers or more.
+    let besides = |buckets: usize| buckets + usize::from(buckets >= 2) + usize::from(wrapper.is_some());
     let mut loose_apps = kind.iter().filter(|&&k| k == Kind::App).count();
     let mut anchors = 0;
     if included.len() <= available {
@@ -96,7 +97,7 @@ pub fn layers(input: &Input<'_>) -> Vec<StoreLayer> {
     } else {
         for &v in &candidates {
             let loose_after = loose_apps - usize::from(kind[v as usize] == Kind::App);
-            if anchors + 1 + loose_after.min(wanted_buckets) + fixed > available {
+            if anchors + 1 + besides(loose_after.min(wanted_buckets)) > available {
                 break;
             }
             anchors += 1;
