@@ -213,9 +213,10 @@ pub fn layers(input: &Input<'_>) -> Vec<StoreLayer> {
 /// over positions, of the layer's bytes times the chance that something at or below it
 /// changed. It is built bottom up, greedily: next comes the layer that adds the least
 /// chance per byte (Smith's rule, with the chance that layers already placed do not
-/// cover), among the layers whose references are all placed. Ratios are compared in half
-/// powers of two, then by the leaders' closures and names, so that a small size change
-/// rarely reorders layers.
+/// cover). Ratios are compared in half powers of two; ties go to a layer whose
+/// references are all placed, then to the smaller closure of its leader, then by name, so
+/// that a small size change rarely reorders layers. (Making every layer wait for the
+/// layers it references, not only on ties, re-pulled up to 20% more in `bench/reuse`.)
 fn order(
     input: &Input<'_>,
     is_app: &[bool],
@@ -301,9 +302,9 @@ fn order(
                 (2.0 * ((added[i] as f64).log2() - (bytes[i].max(1) as f64).log2())).floor() as i64
             }
         };
-        // A layer waits for the layers it references (when a cycle leaves none ready, the
-        // best goes anyway): a dependency that changes changes its users too, so below
-        // them it costs nothing more and spares them its bytes when only they change.
+        // On ties, a layer waits for the layers it references: a dependency that changes
+        // changes its users too, so below them it costs nothing more and spares them its
+        // bytes when only they change.
         let waits = |i: usize| needs[i].iter().any(|&j| !placed[j]);
         let next = (0..slots.len())
             .filter(|&i| !placed[i])
