@@ -174,24 +174,39 @@ fn sweep_regions(
     counts: &PathCounts,
     targets: &[u32],
 ) -> Vec<(u32, BigUint)> {
-    let set = |masks: &mut std::collections::HashMap<u32, Mask>, node: u32, bit: usize| {
-        masks.entry(node).or_default()[bit / 64] |= 1 << (bit % 64);
+    let empty: Mask = Default::default();
+    // The targets' own bits and their dominators' stop bits, found through `slot` (node →
+    // 1 + index in `marked`) rather than a hash map: the sweep asks for every node.
+    let mut slot = vec![0u32; graph.len()];
+    let mut marked: Vec<(Mask, Mask)> = Vec::new();
+    let mut mark = |node: u32, bit: usize, stop: bool| {
+        if slot[node as usize] == 0 {
+            marked.push((empty, empty));
+            slot[node as usize] = marked.len() as u32;
+        }
+        let (own, stops) = &mut marked[slot[node as usize] as usize - 1];
+        let mask = if stop { stops } else { own };
+        mask[bit / 64] |= 1 << (bit % 64);
     };
-    let (mut own, mut stops) = (std::collections::HashMap::new(), std::collections::HashMap::new());
     for (bit, &t) in targets.iter().enumerate() {
-        set(&mut own, t, bit);
+        mark(t, bit, false);
         if let Some(d) = idom.parent(t) {
-            set(&mut stops, d, bit);
+            mark(d, bit, true);
         }
     }
-    let empty: Mask = Default::default();
     let mut reaches: Vec<Mask> = vec![empty; graph.len()];
     // Sums by set of targets reached: far fewer sets than nodes (the heavy targets are
     // core paths with much the same users), so each node costs one add, not one per bit.
+    // Runs of nodes with the same set are summed before the map is touched.
     let mut by_mask: std::collections::HashMap<Mask, Sum, MaskHash> = std::collections::HashMap::default();
+    let (mut run_bits, mut run_sum) = (empty, Sum::default());
     // Children before parents: the reverse of the topological order.
     for &x in graph.topo_order.iter().rev() {
-        let mut bits = own.get(&x).copied().unwrap_or(empty);
+        let (own, stop) = match slot[x as usize] {
+            0 => (empty, empty),
+            i => marked[i as usize - 1],
+        };
+        let mut bits = own;
         for &c in children.of(x) {
             for (word, child) in bits.iter_mut().zip(&reaches[c as usize]) {
                 *word |= child;
@@ -199,15 +214,22 @@ fn sweep_regions(
         }
         // A target's immediate dominator is outside its region, and so is everything
         // that reaches the target only through it.
-        if let Some(stop) = stops.get(&x) {
-            for (word, stop) in bits.iter_mut().zip(stop) {
-                *word &= !stop;
-            }
+        for (word, stop) in bits.iter_mut().zip(&stop) {
+            *word &= !stop;
         }
         reaches[x as usize] = bits;
-        if bits != empty {
-            counts.add_to(by_mask.entry(bits).or_default(), x);
+        if bits != run_bits {
+            if run_bits != empty {
+                by_mask.entry(run_bits).or_default().add(std::mem::take(&mut run_sum));
+            }
+            (run_bits, run_sum) = (bits, Sum::default());
         }
+        if bits != empty {
+            counts.add_to(&mut run_sum, x);
+        }
+    }
+    if run_bits != empty {
+        by_mask.entry(run_bits).or_default().add(run_sum);
     }
     let mut sums: Vec<BigUint> = targets.iter().map(|_| BigUint::default()).collect();
     for (bits, sum) in by_mask {
@@ -309,6 +331,12 @@ impl Sum {
                 self.small = x;
             }
         }
+    }
+
+    /// Adds another running sum.
+    fn add(&mut self, other: Sum) {
+        self.big += other.big;
+        self.add_small(other.small);
     }
 
     fn small_value(&self) -> Option<u128> {
