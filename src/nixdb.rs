@@ -388,6 +388,9 @@ mod tests {
         assert_eq!(db.paths[0].references, [A, B]);
     }
 
+    /// id, path, hash, registrationTime, deriver, narSize, ultimate, sigs, ca.
+    type Row = (i64, String, String, i64, Option<String>, Option<i64>, Option<i64>, Option<String>, Option<String>);
+
     #[test]
     fn the_database_holds_nixs_rows() {
         let bytes = db().sqlite().unwrap();
@@ -395,7 +398,7 @@ mod tests {
         let file = dir.path().join("db.sqlite");
         std::fs::write(&file, &bytes).unwrap();
         let conn = rusqlite::Connection::open(&file).unwrap();
-        let rows: Vec<(i64, String, String, i64, Option<String>, Option<i64>, Option<i64>, Option<String>, Option<String>)> = conn
+        let rows: Vec<Row> = conn
             .prepare("select id, path, hash, registrationTime, deriver, narSize, ultimate, sigs, ca from ValidPaths order by id")
             .unwrap()
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?)))

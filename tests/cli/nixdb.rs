@@ -18,9 +18,12 @@ fn entries_by_name(layer: &[u8]) -> BTreeMap<String, TarEntry> {
     read_tar(layer).into_iter().map(|e| (e.name.clone(), e)).collect()
 }
 
+/// path, hash, registrationTime, narSize.
+type PathRow = (String, String, i64, Option<i64>);
+
 /// The ValidPaths rows (path, hash, registrationTime, narSize) and Refs (referrer path,
 /// reference path) of a database file's bytes, read with SQLite.
-fn read_db(fixture: &Fixture, bytes: &[u8]) -> (Vec<(String, String, i64, Option<i64>)>, Vec<(String, String)>) {
+fn read_db(fixture: &Fixture, bytes: &[u8]) -> (Vec<PathRow>, Vec<(String, String)>) {
     let file = fixture.dir.path().join("read.sqlite");
     std::fs::write(&file, bytes).unwrap();
     let db = rusqlite::Connection::open(&file).unwrap();
