@@ -37,8 +37,9 @@ for variant in with-nix-db extra-commands; do
   uncompressed "$img" "$tarball"
   check "$variant: layers unpack into a directory" unpack_layers "$tarball" "$root"
   check_eq "$variant: schema version file" "10" "$(cat "$root/nix/var/nix/db/schema" 2>&1)"
-  check_eq "$variant: GC roots for each content" "$(basename "$bash_") -> $bash_ $(basename "$hello") -> $hello" \
-    "$(for l in "$root"/nix/var/nix/gcroots/docker/*; do printf '%s -> %s ' "$(basename "$l")" "$(readlink "$l")"; done | sed 's/ $//')"
+  check_eq "$variant: GC roots for each content" \
+    "$(for p in "$hello" "$bash_"; do echo "$(basename "$p") -> $p"; done | LC_ALL=C sort)" \
+    "$(for l in "$root"/nix/var/nix/gcroots/docker/*; do echo "$(basename "$l") -> $(readlink "$l")"; done | LC_ALL=C sort)"
   layers=$(tar -xOf "$tarball" manifest.json | jq -r '.[0].Layers[]')
   last=$(tar -xOf "$tarball" "$(echo "$layers" | tail -1)" | tar -t | sed 's|^\./||' | tr '\n' ' ')
   check_contains "$variant: the last layer holds the database" "$last" "nix/var/nix/db/db.sqlite"
