@@ -93,12 +93,12 @@ impl PlannedImage {
                 None => Vec::new(),
             };
             if self.plan.nix_db_layer {
-                layers.push(ImageLayer { source: scan::customisation_layer(customisation, spec.mtime.unix, &[])?, comment });
+                layers.push(ImageLayer { source: scan::customisation_layer(customisation, spec.mtime.unix, Vec::new())?, comment });
                 let comment = "Nix database of the closure of contents (includeNixDB)".to_string();
-                layers.push(ImageLayer { source: scan::extra_layer(spec.mtime.unix, &db_files)?, comment });
+                layers.push(ImageLayer { source: scan::extra_layer(spec.mtime.unix, db_files)?, comment });
             } else {
                 let comment = if db_files.is_empty() { comment } else { format!("{comment}, and the Nix database (includeNixDB)") };
-                layers.push(ImageLayer { source: scan::customisation_layer(customisation, spec.mtime.unix, &db_files)?, comment });
+                layers.push(ImageLayer { source: scan::customisation_layer(customisation, spec.mtime.unix, db_files)?, comment });
             }
         }
         Ok(layers)

@@ -272,7 +272,7 @@ fn open_and_list(parent: BorrowedFd<'_>, base: &[u8], expected: Option<FileId>) 
 /// A content that is not a directory, or two contents providing the same path (both
 /// named), or a content providing a path of `extra`; a `layer.tar` that is missing, not a
 /// regular file, not a tar, or has an entry that leaves the root (named).
-pub fn customisation_layer(customisation: &Customisation, mtime: i64, extra: &[(String, DbFile)]) -> Result<LayerSource> {
+pub fn customisation_layer(customisation: &Customisation, mtime: i64, extra: Vec<(String, DbFile)>) -> Result<LayerSource> {
     let contents = match customisation {
         Customisation::Prebuilt(dir) => return prebuilt_layer(dir),
         Customisation::Contents(contents) => contents,
@@ -284,11 +284,11 @@ pub fn customisation_layer(customisation: &Customisation, mtime: i64, extra: &[(
 ///
 /// # Errors
 /// Two files of `extra` on the same path.
-pub fn extra_layer(mtime: i64, extra: &[(String, DbFile)]) -> Result<LayerSource> {
+pub fn extra_layer(mtime: i64, extra: Vec<(String, DbFile)>) -> Result<LayerSource> {
     contents_layer(&[], mtime, extra)
 }
 
-fn contents_layer(contents: &[StorePath], mtime: i64, extra: &[(String, DbFile)]) -> Result<LayerSource> {
+fn contents_layer(contents: &[StorePath], mtime: i64, extra: Vec<(String, DbFile)>) -> Result<LayerSource> {
     let mut root = BTreeMap::new();
     if let Some(first) = contents.first() {
         let store = open_store_dir_of(first)?;
@@ -312,11 +312,11 @@ fn contents_layer(contents: &[StorePath], mtime: i64, extra: &[(String, DbFile)]
         }
     }
     for (name, file) in extra {
-        add_extra(&mut root, name, file, contents)?;
+        add_extra(&mut root, &name, file, contents)?;
     }
     let mut entries = Vec::new();
     let mut inline = BTreeMap::new();
-    flatten(&root, Vec::new(), &mut entries, &mut inline);
+    flatten(root, Vec::new(), &mut entries, &mut inline);
     let owner = Owner { uid: 0, gid: 0, uname: "root".into(), gname: "root".into(), mtime };
     Ok(LayerSource::Entries { entries, owner, store_dir: None, inline })
 }
@@ -447,7 +447,7 @@ const EXTRA: usize = usize::MAX;
 /// Adds `file` at `name` (relative, `/`-separated) to the merged tree: its directories
 /// are merged with the contents', but no content may provide the file itself, nor a
 /// non-directory on its way.
-fn add_extra(root: &mut BTreeMap<Vec<u8>, Node>, name: &str, file: &DbFile, contents: &[StorePath]) -> Result<()> {
+fn add_extra(root: &mut BTreeMap<Vec<u8>, Node>, name: &str, file: DbFile, contents: &[StorePath]) -> Result<()> {
     let conflict = |from: usize, at: &str| {
         let by = if from == EXTRA { "the Nix database itself".to_string() } else { format!("`contents` entry `{}`", contents[from]) };
         anyhow!("includeNixDB: `/{at}` is needed for the Nix database but is also provided by {by}")
@@ -464,15 +464,15 @@ fn add_extra(root: &mut BTreeMap<Vec<u8>, Node>, name: &str, file: &DbFile, cont
             Node::Data { .. } => return Err(conflict(EXTRA, &at)),
         };
     }
-    match (tree.get(last.as_bytes()), file) {
+    match (tree.get(last.as_bytes()), &file) {
         (Some(Node::Dir { .. }), DbFile::Directory) => return Ok(()),
         (Some(Node::Dir { from, .. } | Node::Link { from, .. }), _) => return Err(conflict(*from, name)),
         (Some(Node::Data { .. }), _) => return Err(conflict(EXTRA, name)),
         (None, _) => {}
     }
     let node = match file {
-        DbFile::File(bytes) => Node::Data { bytes: bytes.clone() },
-        DbFile::Symlink(target) => Node::Link { target: target.clone(), from: EXTRA },
+        DbFile::File(bytes) => Node::Data { bytes },
+        DbFile::Symlink(target) => Node::Link { target, from: EXTRA },
         DbFile::Directory => Node::Dir { children: BTreeMap::new(), from: EXTRA },
     };
     tree.insert(last.as_bytes().to_vec(), node);
@@ -532,21 +532,22 @@ fn merge_into(
     Ok(())
 }
 
-fn flatten(tree: &BTreeMap<Vec<u8>, Node>, prefix: Vec<u8>, entries: &mut Vec<Entry>, inline: &mut BTreeMap<Box<[u8]>, Vec<u8>>) {
+/// The tree's entries, in order; file bytes move into `inline` (a database can be tens of MB).
+fn flatten(tree: BTreeMap<Vec<u8>, Node>, prefix: Vec<u8>, entries: &mut Vec<Entry>, inline: &mut BTreeMap<Box<[u8]>, Vec<u8>>) {
     for (name, node) in tree {
         let mut path = prefix.clone();
-        path.extend_from_slice(name);
+        path.extend_from_slice(&name);
         match node {
             Node::Dir { children, .. } => {
                 path.push(b'/');
                 entries.push(Entry::not_on_disk(path.clone(), Kind::Directory, Vec::new()));
                 flatten(children, path, entries, inline);
             }
-            Node::Link { target, .. } => entries.push(Entry::not_on_disk(path, Kind::Symlink, target.clone())),
+            Node::Link { target, .. } => entries.push(Entry::not_on_disk(path, Kind::Symlink, target)),
             Node::Data { bytes } => {
                 let mut entry = Entry::not_on_disk(path, Kind::File, Vec::new());
                 (entry.mode, entry.size) = (0o644, bytes.len() as u64);
-                inline.insert(entry.name.clone(), bytes.clone());
+                inline.insert(entry.name.clone(), bytes);
                 entries.push(entry);
             }
         }
