@@ -1,4 +1,5 @@
 # Non-flake entry point: nix-build -A examples.layered-image
-#   -> { nix-layers, buildLayeredImage, streamLayeredImage, referencesByPopularity, examples }
+#   -> { nix-layers, buildLayeredImage, buildLayeredImageWithNixDb, streamLayeredImage,
+#        referencesByPopularity, examples }
 { pkgs ? import <nixpkgs> { } }:
 import ./nix { inherit pkgs; }

@@ -14,7 +14,7 @@
     in
     {
       # final: prev: adds nix-layers and referencesByPopularity, and replaces
-      # dockerTools.buildLayeredImage / streamLayeredImage.
+      # dockerTools.buildLayeredImage / buildLayeredImageWithNixDb / streamLayeredImage.
       overlays.default = final: prev:
         let
           api = import ./nix { pkgs = final; nix-layers = final.buildPackages.nix-layers; };
@@ -22,7 +22,7 @@
         {
           nix-layers = (import ./nix { pkgs = final; }).nix-layers;
           inherit (api) referencesByPopularity;
-          dockerTools = prev.dockerTools // { inherit (api) buildLayeredImage streamLayeredImage; };
+          dockerTools = prev.dockerTools // { inherit (api) buildLayeredImage buildLayeredImageWithNixDb streamLayeredImage; };
         };
 
       packages = forAllSystems (system:

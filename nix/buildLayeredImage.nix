@@ -22,6 +22,7 @@
 , architecture ? defaultArchitecture
 , compressor ? "gz"
 , includeStorePaths ? true
+, includeNixDB ? false
 , extraCommands ? ""
 , fakeRootCommands ? ""
 , passthru ? { }
@@ -39,6 +40,7 @@ internalImage {
   inherit compressor name tag contents config created mtime maxLayers layering layeringPipeline
     uid gid uname gname
     architecture includeStorePaths extraCommands fakeRootCommands meta;
+  inherit includeNixDB;
   # nixpkgs exposes the stream variant of the same image as passthru.stream.
   passthru = passthru // { stream = streamLayeredImage (builtins.removeAttrs args [ "compressor" ]); };
 }

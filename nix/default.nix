@@ -1,7 +1,8 @@
 # The nix-layers Nix API: one line per public function (this list *is* the API).
 #
 #   import ./nix { inherit pkgs; }
-#   -> { nix-layers, buildLayeredImage, streamLayeredImage, referencesByPopularity, examples }
+#   -> { nix-layers, buildLayeredImage, buildLayeredImageWithNixDb, streamLayeredImage,
+#        referencesByPopularity, examples }
 #
 # `nix-layers` is the package for pkgs' host platform. The image functions run the binary
 # built for the build platform (pkgs.buildPackages), or the one passed as `nix-layers`
@@ -19,6 +20,8 @@ rec {
   nix-layers = package pkgs;
   streamLayeredImage = import ./streamLayeredImage.nix { inherit internalImage defaultArchitecture; };
   buildLayeredImage = import ./buildLayeredImage.nix { inherit internalImage streamLayeredImage defaultArchitecture; };
+  # As nixpkgs: the same image with a Nix database of the closure of contents.
+  buildLayeredImageWithNixDb = args: buildLayeredImage (args // { includeNixDB = true; });
   referencesByPopularity = import ./referencesByPopularity.nix { inherit system; nix-layers = builder; };
   examples = import ./examples.nix { inherit pkgs buildLayeredImage streamLayeredImage; };
 }

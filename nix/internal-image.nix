@@ -13,6 +13,7 @@
 , name, tag, contents, config, created, mtime, maxLayers, layering, layeringPipeline
 , uid, gid, uname, gname
 , architecture, includeStorePaths, extraCommands, fakeRootCommands, passthru, meta
+, includeNixDB ? false  # the builder writes a Nix database of the closure of contents
 }:
 
 assert lib.assertMsg (maxLayers > 1)
@@ -120,8 +121,9 @@ let
       ' customisation-layer "$root"
     '';
 
+  # includeNixDB needs the closure of contents even when no store path is in the image.
   closureRoots =
-    if !includeStorePaths then [ ]
+    if !includeStorePaths then (if includeNixDB then contentsPaths else [ ])
     else storePathsIn (builtins.toJSON [ contentsPaths config ])
       ++ (if customisationLayer == null then [ ] else [ "${customisationLayer}" ]);
 
@@ -141,7 +143,7 @@ let
     # image attrs (docs/contract.md). `name` is taken by the derivation (the file name),
     # so the image name travels as `imageName`.
     inherit imageName tag config created mtime maxLayers uid gid uname gname architecture
-      includeStorePaths;
+      includeStorePaths includeNixDB;
     contents = contentsPaths;
     customisationLayer = if customisationLayer == null then null else "${customisationLayer}";
   } // (if compressor == null then { } else { inherit compressor; }) // layeringAttrs // pipelineAttrs

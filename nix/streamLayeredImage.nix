@@ -21,6 +21,7 @@
 , gname ? "root"
 , architecture ? defaultArchitecture
 , includeStorePaths ? true
+, includeNixDB ? false
 , extraCommands ? ""
 , fakeRootCommands ? ""
 , passthru ? { }
@@ -34,5 +35,6 @@ internalImage {
   inherit name tag contents config created mtime maxLayers layering layeringPipeline
     uid gid uname gname
     architecture includeStorePaths extraCommands fakeRootCommands meta;
+  inherit includeNixDB;
   passthru = passthru // { isExe = true; };
 }

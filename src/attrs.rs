@@ -119,6 +119,12 @@ impl Attrs {
         self.lists.get(key).map(|range| &self.text[range.clone()])
     }
 
+    /// The JSON text of the top-level list at `key`, if there is one (for readers that
+    /// need other fields of a closure graph than [`Attrs::graph`] keeps).
+    pub fn list_text(&self, key: &str) -> Option<&str> {
+        self.list(key)
+    }
+
     /// The whole object again, as JSON text (keys sorted).
     pub fn to_json(&self) -> Result<String> {
         let mut all: BTreeMap<&str, Cow<'_, RawValue>> = BTreeMap::new();
@@ -404,6 +410,8 @@ pub struct ImageSpec {
     pub compressor: Compressor,
     /// Whether the closure goes into store layers.
     pub include_store_paths: bool,
+    /// Whether the image carries a Nix database of the closure of `contents`.
+    pub include_nix_db: bool,
     /// A prebuilt last layer (`<path>/layer.tar`), from extraCommands/fakeRootCommands.
     pub customisation_layer: Option<StorePath>,
     /// `outputs.out`, when Nix gave one.
@@ -500,6 +508,7 @@ impl ImageSpec {
             architecture: attrs.string_or("architecture", "amd64")?,
             compressor,
             include_store_paths,
+            include_nix_db: attrs.bool_or("includeNixDB", false)?,
             customisation_layer,
             out,
         })
@@ -512,8 +521,8 @@ impl ImageSpec {
     pub fn closure(&self, attrs: &Attrs) -> Result<Graph> {
         // Nix writes no key at all for an empty root set, so an absent `closure` is an
         // empty closure, unless contents need it.
-        let needs_closure =
-            self.include_store_paths && !(self.contents.is_empty() && self.customisation_layer.is_none());
+        let needs_closure = (self.include_store_paths && !(self.contents.is_empty() && self.customisation_layer.is_none()))
+            || (self.include_nix_db && !self.contents.is_empty());
         if !attrs.has("closure") && !needs_closure {
             return Ok(Graph::default());
         }

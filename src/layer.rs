@@ -150,7 +150,7 @@ fn write_layer(source: &LayerSource, pool: &BufferPool, cancelled: &AtomicBool, 
         tx.send(Message::Chunk(chunk)).map_err(|_| io::Error::other("consumer stopped"))
     });
     match source {
-        LayerSource::Entries { entries, owner, store_dir } => {
+        LayerSource::Entries { entries, owner, store_dir, inline } => {
             let mut tree = match store_dir {
                 Some(dir) => Some(StoreTree::open(dir)?),
                 None => None,
@@ -160,6 +160,12 @@ fn write_layer(source: &LayerSource, pool: &BufferPool, cancelled: &AtomicBool, 
                     bail!("cancelled");
                 }
                 entry.header(owner).write_to(&mut chunks)?;
+                if let Some(bytes) = inline.get(&entry.name) {
+                    // In memory (the Nix database): sized from these very bytes.
+                    chunks.write_all(bytes)?;
+                    chunks.write_all(&tar_header::ZEROS[..tar_header::padding(entry.size)])?;
+                    continue;
+                }
                 match (entry.kind, tree.as_mut()) {
                     (Kind::Directory, Some(tree)) => tree.enter(entry)?,
                     (Kind::File, Some(tree)) => {

@@ -17,6 +17,7 @@ pub mod compress;
 pub mod graph;
 pub mod layer;
 pub mod layering;
+pub mod nixdb;
 pub mod nofollow;
 pub mod output;
 pub mod pipeline;

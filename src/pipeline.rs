@@ -4,6 +4,7 @@ use crate::archive::ImageLayer;
 use crate::attrs::{Attrs, ImageSpec};
 use crate::graph::Graph;
 use crate::plan::{self, Customisation, LayerPlan};
+use crate::nixdb::NixDb;
 use crate::scan;
 use crate::store_path::StorePath;
 use crate::tar_header::Owner;
@@ -19,6 +20,8 @@ pub struct PlannedImage {
     pub store_paths: Vec<StorePath>,
     /// Which path goes in which layer.
     pub plan: LayerPlan,
+    /// The Nix database to add (`includeNixDB`).
+    pub nix_db: Option<NixDb>,
 }
 
 /// attrs → spec → graph → layering → plan. Reads nothing from disk.
@@ -36,7 +39,13 @@ pub fn plan_image(attrs: &Attrs, store_dir: &str) -> Result<PlannedImage> {
         .map(|(i, p)| StorePath::parse(store_dir, p).with_context(|| format!("key `closure[{i}].path`")))
         .collect::<Result<Vec<_>>>()?;
     let plan = plan::plan_layers(&spec, &graph)?;
-    Ok(PlannedImage { spec, graph, store_paths, plan })
+    let nix_db = if spec.include_nix_db {
+        let graph_json = attrs.list_text("closure").unwrap_or("[]");
+        Some(NixDb::from_graph_json(graph_json, &spec.contents, spec.mtime.unix)?)
+    } else {
+        None
+    };
+    Ok(PlannedImage { spec, graph, store_paths, plan, nix_db })
 }
 
 impl PlannedImage {
@@ -80,7 +89,18 @@ impl PlannedImage {
                 }
                 Customisation::Prebuilt(p) => (format!("customisation layer: {p}/layer.tar"), 1),
             };
-            layers.push(ImageLayer { source: scan::customisation_layer(customisation, spec.mtime.unix)?, comment, paths });
+            let db_files = match &self.nix_db {
+                Some(db) => db.files()?,
+                None => Vec::new(),
+            };
+            if self.plan.nix_db_layer {
+                layers.push(ImageLayer { source: scan::customisation_layer(customisation, spec.mtime.unix, Vec::new())?, comment, paths });
+                let comment = "Nix database of the closure of contents (includeNixDB)".to_string();
+                layers.push(ImageLayer { source: scan::extra_layer(spec.mtime.unix, db_files)?, comment, paths: 1 });
+            } else {
+                let comment = if db_files.is_empty() { comment } else { format!("{comment}, and the Nix database (includeNixDB)") };
+                layers.push(ImageLayer { source: scan::customisation_layer(customisation, spec.mtime.unix, db_files)?, comment, paths });
+            }
         }
         Ok(layers)
     }

@@ -17,6 +17,9 @@ pub struct LayerPlan {
     pub store_layers: Vec<StoreLayer>,
     /// The last layer, if any.
     pub customisation: Option<Customisation>,
+    /// Whether the Nix database (`includeNixDB`) is a layer of its own, after a prebuilt
+    /// customisation layer (a generated one holds it).
+    pub nix_db_layer: bool,
 }
 
 /// Where the last layer comes from.
@@ -43,6 +46,7 @@ pub fn plan_layers(spec: &ImageSpec, graph: &Graph) -> Result<LayerPlan> {
             }
         }
     }
+    let nix_db_layer = spec.include_nix_db && spec.customisation_layer.is_some();
     let store_layers = if spec.include_store_paths {
         // The prebuilt customisation layer is a store path of the closure, but it is the
         // last layer, never a store layer (nixpkgs' ignore list).
@@ -50,7 +54,16 @@ pub fn plan_layers(spec: &ImageSpec, graph: &Graph) -> Result<LayerPlan> {
         if let Some(node) = spec.customisation_layer.as_ref().and_then(|p| graph.node(p.as_str())) {
             excluded[node as usize] = true;
         }
-        let input = Input { graph, excluded: &excluded, available: spec.max_layers - 1 };
+        // A Nix database next to a prebuilt customisation layer is one more layer.
+        let reserved = 1 + usize::from(nix_db_layer);
+        if spec.max_layers <= reserved {
+            bail!(
+                "key `maxLayers`: {} leaves no layer for store paths: with includeNixDB and a prebuilt customisation \
+                 layer (extraCommands/fakeRootCommands), the Nix database is a layer of its own; use at least 3",
+                spec.max_layers
+            );
+        }
+        let input = Input { graph, excluded: &excluded, available: spec.max_layers - reserved };
         layering::store_layers(&spec.layering, &input)?
     } else {
         Vec::new()
@@ -58,6 +71,8 @@ pub fn plan_layers(spec: &ImageSpec, graph: &Graph) -> Result<LayerPlan> {
     let customisation = match (&spec.customisation_layer, spec.contents.is_empty()) {
         (Some(prebuilt), _) => Some(Customisation::Prebuilt(prebuilt.clone())),
         (None, false) => Some(Customisation::Contents(dedup(&spec.contents))),
+        // The Nix database goes into the customisation layer, even with no contents.
+        (None, true) if spec.include_nix_db => Some(Customisation::Contents(Vec::new())),
         (None, true) => None,
     };
     for (i, layer) in store_layers.iter().enumerate() {
@@ -70,7 +85,7 @@ pub fn plan_layers(spec: &ImageSpec, graph: &Graph) -> Result<LayerPlan> {
             );
         }
     }
-    Ok(LayerPlan { strategy: spec.layering.clone(), store_layers, customisation })
+    Ok(LayerPlan { strategy: spec.layering.clone(), store_layers, customisation, nix_db_layer })
 }
 
 fn dedup(paths: &[StorePath]) -> Vec<StorePath> {
@@ -81,7 +96,7 @@ fn dedup(paths: &[StorePath]) -> Vec<StorePath> {
 impl LayerPlan {
     /// Total number of layers in the image.
     pub fn layer_count(&self) -> usize {
-        self.store_layers.len() + usize::from(self.customisation.is_some())
+        self.store_layers.len() + usize::from(self.customisation.is_some()) + usize::from(self.nix_db_layer)
     }
 
     /// Popularity counts by node, shown for the popularity strategy only (computing them
@@ -136,6 +151,9 @@ impl LayerPlan {
                 "contents": paths,
             }));
         }
+        if self.nix_db_layer {
+            layers.push(json!({ "layer": layers.len() + 1, "kind": "nix-db" }));
+        }
         json!({ "layering": self.strategy.name(), "layers": layers })
     }
 
@@ -166,6 +184,9 @@ impl LayerPlan {
                 Customisation::Prebuilt(p) => format!("customisation layer: {p}/layer.tar"),
             };
             out.push_str(&format!("{:>5}  {what}\n", self.store_layers.len() + 1));
+        }
+        if self.nix_db_layer {
+            out.push_str(&format!("{:>5}  Nix database of the closure of contents (includeNixDB)\n", self.layer_count()));
         }
         out
     }

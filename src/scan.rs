@@ -13,6 +13,7 @@
 //! the device and inode it had, so that the writer ([`crate::layer`]) reads exactly the
 //! files scanned or fails naming the one that changed.
 
+use crate::nixdb::DbFile;
 use crate::nofollow::{self, Child, FileId};
 use crate::plan::Customisation;
 use crate::store_path::StorePath;
@@ -80,6 +81,9 @@ pub enum LayerSource {
         /// files are opened relative to their directory when written; `None` when no
         /// entry has data to read (the contents layer).
         store_dir: Option<Box<str>>,
+        /// Bytes of the file entries that are not on disk (the Nix database of
+        /// `includeNixDB`), by tar name.
+        inline: BTreeMap<Box<[u8]>, Vec<u8>>,
     },
     /// A finished tar copied as it is (a prebuilt customisation layer).
     Prebuilt {
@@ -128,7 +132,7 @@ pub fn store_layer(store_dir: &str, trees: Vec<Vec<Entry>>, owner: Owner) -> Lay
     for tree in trees {
         entries.extend(tree);
     }
-    LayerSource::Entries { entries, owner, store_dir: Some(store_dir.into()) }
+    LayerSource::Entries { entries, owner, store_dir: Some(store_dir.into()), inline: BTreeMap::new() }
 }
 
 /// The store directory `path` is in, opened (see [`crate::nofollow`]).
@@ -258,15 +262,30 @@ fn open_and_list(parent: BorrowedFd<'_>, base: &[u8], expected: Option<FileId>) 
 /// A prebuilt `layer.tar` must be a regular file in its store path (not a symlink) and a
 /// tar whose entries stay inside the root; it is kept open until written.
 ///
+/// `extra` (the Nix database of `includeNixDB`) is added to the generated layer; a
+/// prebuilt one is taken as it is (see [`extra_layer`]).
+///
 /// # Errors
 /// A content that is not a directory, or two contents providing the same path (both
-/// named); a `layer.tar` that is missing, not a regular file, not a tar, or has an entry
-/// that leaves the root (named).
-pub fn customisation_layer(customisation: &Customisation, mtime: i64) -> Result<LayerSource> {
+/// named), or a content providing a path of `extra`; a `layer.tar` that is missing, not a
+/// regular file, not a tar, or has an entry that leaves the root (named).
+pub fn customisation_layer(customisation: &Customisation, mtime: i64, extra: Vec<(String, DbFile)>) -> Result<LayerSource> {
     let contents = match customisation {
         Customisation::Prebuilt(dir) => return prebuilt_layer(dir),
         Customisation::Contents(contents) => contents,
     };
+    contents_layer(contents, mtime, extra)
+}
+
+/// A layer of `extra` alone (the Nix database, after a prebuilt customisation layer).
+///
+/// # Errors
+/// Two files of `extra` on the same path.
+pub fn extra_layer(mtime: i64, extra: Vec<(String, DbFile)>) -> Result<LayerSource> {
+    contents_layer(&[], mtime, extra)
+}
+
+fn contents_layer(contents: &[StorePath], mtime: i64, extra: Vec<(String, DbFile)>) -> Result<LayerSource> {
     let mut root = BTreeMap::new();
     if let Some(first) = contents.first() {
         let store = open_store_dir_of(first)?;
@@ -289,10 +308,14 @@ pub fn customisation_layer(customisation: &Customisation, mtime: i64) -> Result<
             merge_into(&mut root, dir, children, &mut source, &mut Vec::new(), index, contents)?;
         }
     }
+    for (name, file) in extra {
+        add_extra(&mut root, &name, file, contents)?;
+    }
     let mut entries = Vec::new();
-    flatten(&root, Vec::new(), &mut entries);
+    let mut inline = BTreeMap::new();
+    flatten(root, Vec::new(), &mut entries, &mut inline);
     let owner = Owner { uid: 0, gid: 0, uname: "root".into(), gname: "root".into(), mtime };
-    Ok(LayerSource::Entries { entries, owner, store_dir: None })
+    Ok(LayerSource::Entries { entries, owner, store_dir: None, inline })
 }
 
 /// The prebuilt customisation layer `<dir>/layer.tar`, opened and checked.
@@ -406,10 +429,51 @@ impl Seek for ReadAt<'_> {
     }
 }
 
-/// A node of the merged tree; `from` is the index of the content that provided it.
+/// A node of the merged tree; `from` is the index of the content that provided it
+/// ([`EXTRA`] for the files of `includeNixDB`).
 enum Node {
     Dir { children: BTreeMap<Vec<u8>, Node>, from: usize },
     Link { target: Vec<u8>, from: usize },
+    /// A file whose bytes are in memory (never from a content).
+    Data { bytes: Vec<u8> },
+}
+
+/// `from` of the nodes added by [`add_extra`].
+const EXTRA: usize = usize::MAX;
+
+/// Adds `file` at `name` (relative, `/`-separated) to the merged tree: its directories
+/// are merged with the contents', but no content may provide the file itself, nor a
+/// non-directory on its way.
+fn add_extra(root: &mut BTreeMap<Vec<u8>, Node>, name: &str, file: DbFile, contents: &[StorePath]) -> Result<()> {
+    let conflict = |from: usize, at: &str| {
+        let by = if from == EXTRA { "the Nix database itself".to_string() } else { format!("`contents` entry `{}`", contents[from]) };
+        anyhow!("includeNixDB: `/{at}` is needed for the Nix database but is also provided by {by}")
+    };
+    let components: Vec<&str> = name.split('/').collect();
+    let Some((last, dirs)) = components.split_last() else { return Ok(()) };
+    let mut tree = root;
+    for (i, dir) in dirs.iter().enumerate() {
+        let at = components[..=i].join("/");
+        let node = tree.entry(dir.as_bytes().to_vec()).or_insert_with(|| Node::Dir { children: BTreeMap::new(), from: EXTRA });
+        tree = match node {
+            Node::Dir { children, .. } => children,
+            Node::Link { from, .. } => return Err(conflict(*from, &at)),
+            Node::Data { .. } => return Err(conflict(EXTRA, &at)),
+        };
+    }
+    match (tree.get(last.as_bytes()), &file) {
+        (Some(Node::Dir { .. }), DbFile::Directory) => return Ok(()),
+        (Some(Node::Dir { from, .. } | Node::Link { from, .. }), _) => return Err(conflict(*from, name)),
+        (Some(Node::Data { .. }), _) => return Err(conflict(EXTRA, name)),
+        (None, _) => {}
+    }
+    let node = match file {
+        DbFile::File(bytes) => Node::Data { bytes },
+        DbFile::Symlink(target) => Node::Link { target, from: EXTRA },
+        DbFile::Directory => Node::Dir { children: BTreeMap::new(), from: EXTRA },
+    };
+    tree.insert(last.as_bytes().to_vec(), node);
+    Ok(())
 }
 
 /// Merges the listed directory `dir` (its `children`) into `tree`. `source` is its path
@@ -449,6 +513,7 @@ fn merge_into(
         match tree.get_mut(name.as_ref()) {
             Some(Node::Dir { children, .. }) if is_dir => merge_dir(children, source, rel)?,
             Some(Node::Dir { from, .. } | Node::Link { from, .. }) => return Err(conflict(*from, rel)),
+            Some(Node::Data { .. }) => bail!("internal error: `contents` merged after the Nix database"),
             None if is_dir => {
                 let mut children = BTreeMap::new();
                 merge_dir(&mut children, source, rel)?;
@@ -464,17 +529,24 @@ fn merge_into(
     Ok(())
 }
 
-fn flatten(tree: &BTreeMap<Vec<u8>, Node>, prefix: Vec<u8>, entries: &mut Vec<Entry>) {
+/// The tree's entries, in order; file bytes move into `inline` (a database can be tens of MB).
+fn flatten(tree: BTreeMap<Vec<u8>, Node>, prefix: Vec<u8>, entries: &mut Vec<Entry>, inline: &mut BTreeMap<Box<[u8]>, Vec<u8>>) {
     for (name, node) in tree {
         let mut path = prefix.clone();
-        path.extend_from_slice(name);
+        path.extend_from_slice(&name);
         match node {
             Node::Dir { children, .. } => {
                 path.push(b'/');
                 entries.push(Entry::not_on_disk(path.clone(), Kind::Directory, Vec::new()));
-                flatten(children, path, entries);
+                flatten(children, path, entries, inline);
             }
-            Node::Link { target, .. } => entries.push(Entry::not_on_disk(path, Kind::Symlink, target.clone())),
+            Node::Link { target, .. } => entries.push(Entry::not_on_disk(path, Kind::Symlink, target)),
+            Node::Data { bytes } => {
+                let mut entry = Entry::not_on_disk(path, Kind::File, Vec::new());
+                (entry.mode, entry.size) = (0o644, bytes.len() as u64);
+                inline.insert(entry.name.clone(), bytes);
+                entries.push(entry);
+            }
         }
     }
 }

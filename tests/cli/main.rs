@@ -12,6 +12,7 @@ mod hostile;
 mod hostile_values;
 mod image;
 mod layering;
+mod nixdb;
 mod pipeline;
 mod plan;
 mod popularity;

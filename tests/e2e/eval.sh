@@ -3,16 +3,24 @@
 suite "eval: API, arguments, passthru"
 
 check_eq "default.nix returns exactly the API" \
-  '["buildLayeredImage","examples","nix-layers","referencesByPopularity","streamLayeredImage"]' \
+  '["buildLayeredImage","buildLayeredImageWithNixDb","examples","nix-layers","referencesByPopularity","streamLayeredImage"]' \
   "$(nix_eval 'builtins.attrNames api' 2>&1)"
 
 # The documented arguments (docs/nix.md), with whether each has a default.
-build_args='{"architecture":true,"compressor":true,"config":true,"contents":true,"created":true,"extraCommands":true,"fakeRootCommands":true,"gid":true,"gname":true,"includeStorePaths":true,"layering":true,"layeringPipeline":true,"maxLayers":true,"meta":true,"mtime":true,"name":false,"passthru":true,"tag":true,"uid":true,"uname":true}'
+build_args='{"architecture":true,"compressor":true,"config":true,"contents":true,"created":true,"extraCommands":true,"fakeRootCommands":true,"gid":true,"gname":true,"includeNixDB":true,"includeStorePaths":true,"layering":true,"layeringPipeline":true,"maxLayers":true,"meta":true,"mtime":true,"name":false,"passthru":true,"tag":true,"uid":true,"uname":true}'
 stream_args=$(echo "$build_args" | jq -c 'del(.compressor)')
 check_eq "buildLayeredImage takes exactly nixpkgs' documented arguments" "$build_args" \
   "$(nix_eval 'builtins.functionArgs api.buildLayeredImage' 2>&1)"
 check_eq "streamLayeredImage takes the same minus compressor" "$stream_args" \
   "$(nix_eval 'builtins.functionArgs api.streamLayeredImage' 2>&1)"
+
+# includeNixDB reaches the builder: false by default, true through buildLayeredImageWithNixDb
+# (and its passthru.stream) and through streamLayeredImage.
+check_eq "includeNixDB: default false; buildLayeredImageWithNixDb, its stream, streamLayeredImage: true" \
+  '[false,true,true,true]' \
+  "$(nix_eval 'let w = api.buildLayeredImageWithNixDb { name = "x"; }; in [
+      (api.buildLayeredImage { name = "x"; }).includeNixDB w.includeNixDB w.passthru.stream.includeNixDB
+      (api.streamLayeredImage { name = "x"; includeNixDB = true; }).includeNixDB ]' 2>&1)"
 
 # An unknown argument is an evaluation error that names it.
 out=$(nix_eval '(api.buildLayeredImage { name = "x"; fromImage = null; }).drvPath' 2>&1); rc=$?
