@@ -142,7 +142,7 @@ used_pkgs=$(grep -ohE '\bpkgs\.[A-Za-z][A-Za-z0-9_-]*(\.[A-Za-z][A-Za-z0-9_-]*)?
 check_eq "pkgs attributes used by nix/ and flake.nix" \
   "pkgs.buildPackages pkgs.fakeroot pkgs.proot pkgs.runCommand pkgs.stdenv.buildPlatform pkgs.stdenv.hostPlatform " "$used_pkgs"
 used_lib=$(grep -ohE '\blib\.[A-Za-z][A-Za-z0-9_.]*' "$REPO"/nix/*.nix | sort -u | tr '\n' ' ')
-check_eq "lib functions used by nix/" "lib.assertMsg lib.licenses.mit lib.toLower " "$used_lib"
+check_eq "lib functions used by nix/" "lib.assertMsg lib.licenses.mit lib.makeOverridable lib.toLower " "$used_lib"
 
 # The package's source: what `cargo build` needs and nothing else (the stand-in
 # rustPlatform does not compile it, so check the filter here).
