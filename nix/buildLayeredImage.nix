@@ -4,7 +4,7 @@
 # nixpkgs' dockerTools.buildLayeredImage, built in one step by `nix-layers build`.
 # Arguments and defaults are nixpkgs'; there is no `...`, so a misspelt or unsupported
 # argument is an evaluation error that names it. See docs/nix.md.
-{ internalImage, streamLayeredImage, defaultArchitecture }:
+{ internalImage, streamLayeredImage, defaultArchitecture, defaultVariant }:
 
 { name
 , tag ? null
@@ -20,11 +20,14 @@
 , uname ? "root"
 , gname ? "root"
 , architecture ? defaultArchitecture
+, variant ? defaultVariant
 , compressor ? "gz"
 , includeStorePaths ? true
 , includeNixDB ? false
 , extraCommands ? ""
 , fakeRootCommands ? ""
+, enableFakechroot ? false
+, debug ? false
 , passthru ? { }
 , meta ? { }
 }@args:
@@ -39,7 +42,8 @@ internalImage {
   drvName = "${baseNameOf name}.tar${ext}";
   inherit compressor name tag contents config created mtime maxLayers layering layeringPipeline
     uid gid uname gname
-    architecture includeStorePaths extraCommands fakeRootCommands meta;
+    architecture includeStorePaths extraCommands fakeRootCommands meta
+    variant enableFakechroot debug;
   inherit includeNixDB;
   # nixpkgs exposes the stream variant of the same image as passthru.stream.
   passthru = passthru // { stream = streamLayeredImage (builtins.removeAttrs args [ "compressor" ]); };

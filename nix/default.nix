@@ -14,12 +14,16 @@ let
   builder = if nix-layers != null then nix-layers else package pkgs.buildPackages;
   system = pkgs.stdenv.buildPlatform.system;
   defaultArchitecture = import ./internal-goarch.nix pkgs.stdenv.hostPlatform;
+  defaultVariant = import ./internal-variant.nix pkgs.stdenv.hostPlatform;
   internalImage = import ./internal-image.nix { inherit lib pkgs system; nix-layers = builder; };
 in
 rec {
   nix-layers = package pkgs;
-  streamLayeredImage = import ./streamLayeredImage.nix { inherit internalImage defaultArchitecture; };
-  buildLayeredImage = import ./buildLayeredImage.nix { inherit internalImage streamLayeredImage defaultArchitecture; };
+  # Both wrapped in lib.makeOverridable, as in nixpkgs: results have `.override`.
+  streamLayeredImage = lib.makeOverridable
+    (import ./streamLayeredImage.nix { inherit internalImage defaultArchitecture defaultVariant; });
+  buildLayeredImage = lib.makeOverridable
+    (import ./buildLayeredImage.nix { inherit internalImage streamLayeredImage defaultArchitecture defaultVariant; });
   # As nixpkgs: the same image with a Nix database of the closure of contents.
   buildLayeredImageWithNixDb = args: buildLayeredImage (args // { includeNixDB = true; });
   referencesByPopularity = import ./referencesByPopularity.nix { inherit system; nix-layers = builder; };

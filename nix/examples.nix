@@ -117,6 +117,54 @@ in
     config.Cmd = [ "/bin/cat" "/fake-root-file" ];
   };
 
+  # chown under fakeroot persists into the layer: /home/user belongs to user:user (1000:1000)
+  # in the container, though the build never ran as root.
+  fake-root-chown = buildLayeredImage {
+    name = "fake-root-chown";
+    tag = "latest";
+    contents = [ coreutils ];
+    extraCommands = ''
+      mkdir etc
+      printf 'root:x:0:0::/root:/bin/sh\nuser:x:1000:1000::/home/user:/bin/sh\n' > etc/passwd
+      printf 'root:x:0:\nuser:x:1000:\n' > etc/group
+    '';
+    fakeRootCommands = ''
+      mkdir -p home/user
+      echo hello > home/user/file
+      chown -R 1000:1000 home/user
+    '';
+    config.Cmd = [ "/bin/stat" "-c" "%U:%G %u:%g" "/home/user" "/home/user/file" ];
+  };
+
+  # enableFakechroot: fakeRootCommands run under proot with the layer as `/`: absolute
+  # paths, `mkdir /bin`, a useradd-style edit of /etc/passwd and /etc/group, a chown to the
+  # new user. coreutils is only named in the commands (symlinks in /bin): it is in the image.
+  fakechroot = buildLayeredImage {
+    name = "fakechroot";
+    tag = "latest";
+    enableFakechroot = true;
+    extraCommands = ''
+      mkdir etc
+      echo 'root:x:0:0::/root:/bin/sh' > etc/passwd
+      echo 'root:x:0:' > etc/group
+    '';
+    fakeRootCommands = ''
+      mkdir /bin
+      for f in ${coreutils}/bin/*; do ln -s "$f" /bin/; done
+      echo 'app:x:12345:12345::/home/app:/bin/sh' >> /etc/passwd
+      echo 'app:x:12345:' >> /etc/group
+      mkdir -p /home/app
+      chown 12345:12345 /home/app
+    '';
+    config.Cmd = [
+      (writeShellScript "fakechroot-check" ''
+        echo "passwd: $(/bin/tail -1 /etc/passwd)"
+        echo "home: $(/bin/stat -c %U:%G:%u:%g /home/app)"
+        echo "bin: $(/bin/readlink /bin/cat)"
+      '')
+    ];
+  };
+
   # More than 100 store paths: the default maxLayers = 100 is reached (99 store layers, and
   # no customisation layer since there are no contents).
   many-paths = buildLayeredImage {

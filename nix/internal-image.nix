@@ -13,11 +13,15 @@
 , name, tag, contents, config, created, mtime, maxLayers, layering, layeringPipeline
 , uid, gid, uname, gname
 , architecture, includeStorePaths, extraCommands, fakeRootCommands, passthru, meta
+, variant, enableFakechroot, debug
 , includeNixDB ? false  # the builder writes a Nix database of the closure of contents
 }:
 
 assert lib.assertMsg (maxLayers > 1)
   "nix-layers: maxLayers must be greater than 1 (the customisation layer is one of them), got maxLayers = ${toString maxLayers}";
+# proot, which enableFakechroot runs the commands in, is Linux-only (nixpkgs asserts the same).
+assert lib.assertMsg (enableFakechroot -> pkgs.stdenv.buildPlatform.isLinux or true)
+  "nix-layers: enableFakechroot needs proot, which runs only on Linux (build platform ${system})";
 
 let
   # --- layering (docs/nix.md): checked here so that a bad value fails evaluation -----
@@ -75,19 +79,44 @@ let
   # --- customisation layer (only for extraCommands / fakeRootCommands) --------------
   # contents merged like symlinkJoin (directories merged, everything else a symlink into
   # the store; the same file from two contents is an error, as in the binary), then
-  # extraCommands, then fakeRootCommands and tar under fakeroot, as nixpkgs does.
-  # Portable between stdenv (bash, GNU tar/coreutils) and busybox: no GNU-only flags.
+  # extraCommands, then fakeRootCommands and tar under fakeroot, as nixpkgs does. With
+  # enableFakechroot, fakeroot runs inside proot with the layer as `/` and /dev, /proc,
+  # /sys, the store and the build directory bound into it; those are left out of the tar.
+  # The shell under fakeroot is stdenv's `bash` from PATH (fakeroot's LD_PRELOAD needs a
+  # dynamically linked shell and tools). Only POSIX sh and flags busybox has besides.
   mtimeForTouch =
     if mtime == "now" then ""
     else builtins.replaceStrings [ "T" "Z" "+00:00" ] [ " " "" "" ] mtime;
+  # Runs under fakeroot with $1 = the layer's root ("/" inside proot).
+  fakeRootScript = ''
+    set -eu
+    cd "$1"
+    eval "$fakeRootCommands"
+    # Directories proot binds into the layer for the commands, not part of it: prune them
+    # (and /nix, made by proot to hold the store, unless the layer had a /nix before).
+    set --
+    if [ -n "$fakechroot" ]; then
+      for d in ./dev ./proc ./sys ".${storeDir}" ".$NIX_BUILD_TOP" ''${pruneNix:-}; do
+        set -- "$@" -path "$d" -prune -o
+      done
+    fi
+    find . -mindepth 1 "$@" -print | LC_ALL=C sort > "$NIX_BUILD_TOP/layer-files"
+    if [ -n "$mtimeForTouch" ]; then
+      { echo .; cat "$NIX_BUILD_TOP/layer-files"; } | tr '\n' '\0' \
+        | xargs -0 env TZ=UTC touch -h -d "$mtimeForTouch"
+    fi
+    set -- .
+    while IFS= read -r f; do set -- "$@" "$f"; done < "$NIX_BUILD_TOP/layer-files"
+    tar --numeric-owner --no-recursion -cf "$out/layer.tar" "$@"
+  '';
   customisationLayer =
     if extraCommands == "" && fakeRootCommands == "" then null
     else pkgs.runCommand "${baseNameOf name}-customisation-layer"
       {
-        nativeBuildInputs = [ pkgs.fakeroot ];
-        inherit extraCommands fakeRootCommands;
+        nativeBuildInputs = [ pkgs.fakeroot ] ++ (if enableFakechroot then [ pkgs.proot ] else [ ]);
+        inherit extraCommands fakeRootCommands fakeRootScript mtimeForTouch;
         contents = contentsPaths;
-        mtimeForTouch = mtimeForTouch;
+        fakechroot = if enableFakechroot then "1" else "";
       } ''
       root=$PWD/root
       mkdir "$root"
@@ -107,18 +136,16 @@ let
       done
       (cd "$root" && eval "$extraCommands")
       mkdir -p "$out"
-      fakeroot -- ${pkgs.runtimeShell} -c '
-        set -eu
-        cd "$1"
-        eval "$fakeRootCommands"
-        if [ -n "$mtimeForTouch" ]; then
-          find . -exec env TZ=UTC touch -h -d "$mtimeForTouch" {} +
-        fi
-        find . -mindepth 1 | LC_ALL=C sort > ../layer-files
-        set -- .
-        while IFS= read -r f; do set -- "$@" "$f"; done < ../layer-files
-        tar --numeric-owner --no-recursion -cf "$out/layer.tar" "$@"
-      ' customisation-layer "$root"
+      if [ -n "$fakechroot" ]; then
+        if [ ! -e "$root/nix" ] && [ ! -L "$root/nix" ]; then export pruneNix=./nix; fi
+        binds=""
+        for d in /dev/ /proc/ /sys/ ${storeDir}/ "$NIX_BUILD_TOP"; do
+          if [ -e "$d" ]; then binds="$binds --bind=$d"; fi
+        done
+        proot -r "$root" $binds --pwd=/ fakeroot -- bash -c "$fakeRootScript" customisation-layer /
+      else
+        fakeroot -- bash -c "$fakeRootScript" customisation-layer "$root"
+      fi
     '';
 
   # includeNixDB needs the closure of contents even when no store path is in the image.
@@ -143,7 +170,7 @@ let
     # image attrs (docs/contract.md). `name` is taken by the derivation (the file name),
     # so the image name travels as `imageName`.
     inherit imageName tag config created mtime maxLayers uid gid uname gname architecture
-      includeStorePaths includeNixDB;
+      variant debug includeStorePaths includeNixDB;
     contents = contentsPaths;
     customisationLayer = if customisationLayer == null then null else "${customisationLayer}";
   } // (if compressor == null then { } else { inherit compressor; }) // layeringAttrs // pipelineAttrs
@@ -154,6 +181,13 @@ let
     else builtins.substring (builtins.stringLength storeDir + 1) 32
       (builtins.unsafeDiscardStringContext drv.outPath);
 
-  allPassthru = passthru // { inherit imageTag imageName; };
+  # nixpkgs' stream passthru has `conf` (the image description) and `streamScript` (the
+  # program that streams it: `${streamScript} ${conf}`). Here the stream script is its own
+  # conf (the image attrs after the #! line) and the program is nix-layers:
+  # `${streamScript} stream ${conf}`.
+  streamPassthru =
+    if command == "stream-script" then { conf = drv; streamScript = "${nix-layers}/bin/nix-layers"; }
+    else { };
+  allPassthru = passthru // streamPassthru // { inherit imageTag imageName; };
 in
 drv // allPassthru // { passthru = allPassthru; inherit meta; }

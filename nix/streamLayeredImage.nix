@@ -4,7 +4,7 @@
 # (`./result | docker load`); the image itself never enters the store. The output is a
 # `#!<nix-layers> stream` script whose body is the image attrs (closure included), made by
 # `nix-layers stream-script`. Same arguments as buildLayeredImage minus `compressor`.
-{ internalImage, defaultArchitecture }:
+{ internalImage, defaultArchitecture, defaultVariant }:
 
 { name
 , tag ? null
@@ -20,10 +20,13 @@
 , uname ? "root"
 , gname ? "root"
 , architecture ? defaultArchitecture
+, variant ? defaultVariant
 , includeStorePaths ? true
 , includeNixDB ? false
 , extraCommands ? ""
 , fakeRootCommands ? ""
+, enableFakechroot ? false
+, debug ? false
 , passthru ? { }
 , meta ? { }
 }:
@@ -34,7 +37,8 @@ internalImage {
   compressor = null;
   inherit name tag contents config created mtime maxLayers layering layeringPipeline
     uid gid uname gname
-    architecture includeStorePaths extraCommands fakeRootCommands meta;
+    architecture includeStorePaths extraCommands fakeRootCommands meta
+    variant enableFakechroot debug;
   inherit includeNixDB;
   passthru = passthru // { isExe = true; };
 }

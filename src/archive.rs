@@ -101,7 +101,7 @@ fn image_config(spec: &ImageSpec, layers: &[ImageLayer], digests: &[LayerDigest]
         .iter()
         .map(|l| json!({ "created": spec.created.text, "created_by": "nix-layers", "comment": l.comment }))
         .collect();
-    let config = json!({
+    let mut config = json!({
         "created": spec.created.text,
         "architecture": spec.architecture,
         "os": "linux",
@@ -109,6 +109,7 @@ fn image_config(spec: &ImageSpec, layers: &[ImageLayer], digests: &[LayerDigest]
         "rootfs": { "type": "layers", "diff_ids": digests.iter().map(LayerDigest::diff_id).collect::<Vec<_>>() },
         "history": history,
     });
+    if !spec.variant.is_empty() { config["variant"] = json!(spec.variant); } // OCI image config `variant`
     serde_json::to_vec(&config).unwrap_or_default()
 }
 

@@ -406,6 +406,10 @@ pub struct ImageSpec {
     pub gname: String,
     /// `architecture` of the image config.
     pub architecture: String,
+    /// `variant` of the image config (e.g. `v7` on 32-bit ARM); empty: left out.
+    pub variant: String,
+    /// Print the layer plan to stderr while building (`build`, `stream-script`).
+    pub debug: bool,
     /// Compression of the archive written by `build`.
     pub compressor: Compressor,
     /// Whether the closure goes into store layers.
@@ -506,6 +510,8 @@ impl ImageSpec {
             uname: attrs.header_string_or("uname", "root")?,
             gname: attrs.header_string_or("gname", "root")?,
             architecture: attrs.string_or("architecture", "amd64")?,
+            variant: attrs.string_or("variant", "")?,
+            debug: attrs.bool_or("debug", false)?,
             compressor,
             include_store_paths,
             include_nix_db: attrs.bool_or("includeNixDB", false)?,

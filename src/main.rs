@@ -8,7 +8,7 @@ use nix_layers::compress::Compressed;
 use nix_layers::graph::Graph;
 use nix_layers::layering::{self, Input, Strategy};
 use nix_layers::output::{self, write_atomically, AtomicFile};
-use nix_layers::pipeline::plan_image;
+use nix_layers::pipeline::{plan_image, PlannedImage};
 use nix_layers::plan::human_size;
 use nix_layers::popularity;
 use nix_layers::store_path::store_dir_from_env;
@@ -238,6 +238,7 @@ fn build_cmd(io: InputOutput, threads: usize, store_dir: &str) -> Result<()> {
     let started = Instant::now();
     let attrs = read_attrs(io.attrs.as_deref())?;
     let image = plan_image(&attrs, store_dir)?;
+    print_plan_if_debug(&image);
     let target = out_path(io.out, &attrs)?;
     drop(attrs); // the plan has what is needed; the raw closure JSON can go
     let layers = image.scan_layers(store_dir, threads)?;
@@ -274,6 +275,14 @@ fn stream_cmd(file: Option<PathBuf>, threads: usize, store_dir: &str) -> Result<
     Ok(())
 }
 
+/// With `debug = true` (nixpkgs' argument: show the layering decisions), the build log
+/// gets the `plan` table.
+fn print_plan_if_debug(image: &PlannedImage) {
+    if image.spec.debug {
+        eprint!("nix-layers: debug: layer plan\n{}", image.plan.to_table(&image.graph));
+    }
+}
+
 /// The longest `#!` line Linux reads (BINPRM_BUF_SIZE), newline excluded.
 const MAX_SHEBANG: usize = 255;
 
@@ -281,6 +290,7 @@ fn stream_script_cmd(io: InputOutput, store_dir: &str) -> Result<()> {
     let mut attrs = read_attrs(io.attrs.as_deref())?;
     // Check everything now, so that a bad image fails at build time, not when run.
     let image = plan_image(&attrs, store_dir)?;
+    print_plan_if_debug(&image);
     image.scan_layers(store_dir, Threads::default().count())?;
     // The script's own out path is gone once it is a file elsewhere: fix the tag now.
     attrs.map.insert("tag".into(), Value::String(image.spec.tag.clone()));

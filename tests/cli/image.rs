@@ -1,7 +1,7 @@
 //! `nix-layers build` (compressor none), read back with the `tar` crate.
 
 use crate::fixture::{
-    dir, file, hard_link, read_docker_archive, read_tar, sha256_hex, symlink_to, DockerArchive, Fixture, TarEntry,
+    assert_success, dir, file, hard_link, read_docker_archive, read_tar, sha256_hex, symlink_to, DockerArchive, Fixture, TarEntry,
 };
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -480,5 +480,50 @@ fn single_file_and_symlink_store_paths() {
     assert_eq!(find(&link).link.as_deref(), Some(script.as_str()));
     for (layer, path) in image.layers[..3].iter().zip([&script, &link, &top]) {
         assert_eq!(summary(&read_tar(layer)), expected_store_layer(&store, &[path]), "{path}");
+    }
+}
+
+#[test]
+fn variant_goes_into_the_config_only_when_given() {
+    let sample = sample();
+    let mut attrs = sample.attrs();
+    let image = build_sample(&sample, &attrs);
+    assert!(image.config.get("variant").is_none(), "no variant key by default: {}", image.config);
+    attrs["variant"] = json!("");
+    let image = build_sample(&sample, &attrs);
+    assert!(image.config.get("variant").is_none(), "an empty variant is left out: {}", image.config);
+    attrs["variant"] = json!("v7");
+    let image = build_sample(&sample, &attrs);
+    assert_eq!(image.config["variant"], "v7");
+    attrs["variant"] = json!(7);
+    let file = sample.fixture.write_attrs("bad-variant.json", &attrs);
+    let output = sample.fixture.run(&["build", "--attrs", file.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && stderr.contains("variant"), "{stderr}");
+}
+
+#[test]
+fn debug_prints_the_plan_to_stderr_in_build_and_stream_script() {
+    let sample = sample();
+    let mut attrs = sample.attrs();
+    for command in ["build", "stream-script"] {
+        attrs["debug"] = json!(false);
+        let file = sample.fixture.write_attrs("debug.json", &attrs);
+        let quiet = sample.fixture.run(&[command, "--attrs", file.to_str().unwrap()]);
+        assert_success(&quiet, &[command]);
+        // Progress lines only, no plan.
+        let quiet_err = String::from_utf8_lossy(&quiet.stderr);
+        assert!(!quiet_err.contains("debug") && !quiet_err.contains("layering:"), "{command}: {quiet_err}");
+        fs::remove_file(attrs["outputs"]["out"].as_str().unwrap()).unwrap();
+        attrs["debug"] = json!(true);
+        let file = sample.fixture.write_attrs("debug.json", &attrs);
+        let loud = sample.fixture.run(&[command, "--attrs", file.to_str().unwrap()]);
+        assert_success(&loud, &[command]);
+        let plan = sample.fixture.run_ok(&["plan", "--attrs", file.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&loud.stderr);
+        // The plan first, then (build only) the progress lines.
+        let expected = format!("nix-layers: debug: layer plan\n{}", String::from_utf8_lossy(&plan));
+        assert!(stderr.starts_with(&expected), "{command}: {stderr}");
+        fs::remove_file(attrs["outputs"]["out"].as_str().unwrap()).unwrap();
     }
 }

@@ -71,3 +71,11 @@ for a in examples.layered-image examples.bin-merge examples.stream-image example
   if nb -A "$a" --check >/dev/null 2>"$E2E_TMP/stderr"; then pass "$a: nix-build --check (bit-identical rebuild)"
   else fail "$a: nix-build --check (bit-identical rebuild)"; fi
 done
+# The customisation layers made under fakeroot and under proot + fakeroot too.
+for a in fake-root-chown fakechroot; do
+  layer=$(nix_eval "api.examples.$a.customisationLayer" 2>/dev/null | jq -r .)
+  nb -A "examples.$a" >/dev/null 2>&1
+  if [ -n "$layer" ] && nix-store --realise --check "$(nix-store -qd "$layer")" >/dev/null 2>"$E2E_TMP/stderr"; then
+    pass "$a: its customisation layer rebuilds bit-identical (nix-store --realise --check)"
+  else fail "$a: its customisation layer rebuilds bit-identical (nix-store --realise --check)"; fi
+done

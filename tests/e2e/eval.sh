@@ -7,12 +7,43 @@ check_eq "default.nix returns exactly the API" \
   "$(nix_eval 'builtins.attrNames api' 2>&1)"
 
 # The documented arguments (docs/nix.md), with whether each has a default.
-build_args='{"architecture":true,"compressor":true,"config":true,"contents":true,"created":true,"extraCommands":true,"fakeRootCommands":true,"gid":true,"gname":true,"includeNixDB":true,"includeStorePaths":true,"layering":true,"layeringPipeline":true,"maxLayers":true,"meta":true,"mtime":true,"name":false,"passthru":true,"tag":true,"uid":true,"uname":true}'
+build_args='{"architecture":true,"compressor":true,"config":true,"contents":true,"created":true,"debug":true,"enableFakechroot":true,"extraCommands":true,"fakeRootCommands":true,"gid":true,"gname":true,"includeNixDB":true,"includeStorePaths":true,"layering":true,"layeringPipeline":true,"maxLayers":true,"meta":true,"mtime":true,"name":false,"passthru":true,"tag":true,"uid":true,"uname":true,"variant":true}'
 stream_args=$(echo "$build_args" | jq -c 'del(.compressor)')
+# (lib.functionArgs: the functions are lib.makeOverridable functors, as in nixpkgs.)
 check_eq "buildLayeredImage takes exactly nixpkgs' documented arguments" "$build_args" \
-  "$(nix_eval 'builtins.functionArgs api.buildLayeredImage' 2>&1)"
+  "$(nix_eval 'pkgs.lib.functionArgs api.buildLayeredImage' 2>&1)"
 check_eq "streamLayeredImage takes the same minus compressor" "$stream_args" \
-  "$(nix_eval 'builtins.functionArgs api.streamLayeredImage' 2>&1)"
+  "$(nix_eval 'pkgs.lib.functionArgs api.streamLayeredImage' 2>&1)"
+
+# An expression written for nixpkgs (every argument of its streamLayeredImage but fromImage
+# and includeNixDB, with nixpkgs' kinds of values) evaluates, and the new ones reach the builder.
+nixpkgs_args='name = "all-args"; tag = "t"; contents = [ pkgs.hello ]; config.Cmd = [ "/bin/hello" ];
+  architecture = "arm"; variant = "v7"; created = "now"; mtime = "2024-01-01T00:00:00Z";
+  uid = 1000; gid = 1000; uname = "u"; gname = "g"; maxLayers = 10; extraCommands = "mkdir tmp";
+  fakeRootCommands = "chown 1000 tmp"; enableFakechroot = true; includeStorePaths = true;
+  passthru.extra = 1; meta.description = "d"; layeringPipeline = null; debug = true;'
+check_eq "every nixpkgs argument (but fromImage, includeNixDB) is accepted by both functions" \
+  '{"build":["v7",true,"arm",1,"d",true],"stream":["v7",true,"arm",1,"d",true]}' \
+  "$(nix_eval "let b = api.buildLayeredImage { $nixpkgs_args compressor = \"zstd\"; };
+                   s = api.streamLayeredImage { $nixpkgs_args };
+                   f = i: [ i.variant i.debug i.architecture i.extra i.meta.description (builtins.isString i.drvPath) ];
+               in { build = f b; stream = f s; }" 2>&1)"
+check_eq "variant defaults to nixpkgs' (\"\" on x86_64 and aarch64, v7 on armv7l); debug to false" \
+  '[["","","v7"],false]' \
+  "$(nix-instantiate --eval --strict --json -E "[ (map (s: (import $REPO/default.nix { pkgs = import $STANDIN { system = s; }; }).examples.layered-image.variant) [ \"x86_64-linux\" \"aarch64-linux\" \"armv7l-linux\" ]) (import $REPO/default.nix { pkgs = import $STANDIN { system = \"x86_64-linux\"; }; }).examples.layered-image.debug ]" 2>&1)"
+
+# .override, as nixpkgs' lib.makeOverridable gives it: a set or a function of the old arguments.
+check_eq ".override on buildLayeredImage/streamLayeredImage results (set, function, chained, passthru.stream)" \
+  '["a","b","bc","bc","s2",true]' \
+  "$(nix_eval 'let i = api.buildLayeredImage { name = "x"; tag = "a"; }; o = i.override { tag = "b"; };
+                   o2 = o.override (old: { tag = old.tag + "c"; });
+                   s = (api.streamLayeredImage { name = "s"; tag = "s1"; }).override { tag = "s2"; };
+               in [ i.imageTag o.imageTag o2.imageTag o2.passthru.stream.imageTag s.imageTag
+                    (o2.drvPath == (api.buildLayeredImage { name = "x"; tag = "bc"; }).drvPath) ]' 2>&1)"
+check_eq "streamLayeredImage passthru: conf is the script itself, streamScript the nix-layers binary" \
+  '[true,"nix-layers",true]' \
+  "$(nix_eval 'let s = api.examples.stream-image; in [ (s.conf.outPath == s.outPath) (baseNameOf s.streamScript)
+                  (s.passthru.conf.outPath == s.outPath) ]' 2>&1)"
 
 # includeNixDB reaches the builder: false by default, true through buildLayeredImageWithNixDb
 # (and its passthru.stream) and through streamLayeredImage.
@@ -117,9 +148,9 @@ check_eq "architecture defaults to the host platform's GOARCH" '["amd64","arm64"
 # in real nixpkgs with these names and signatures).
 used_pkgs=$(grep -ohE '\bpkgs\.[A-Za-z][A-Za-z0-9_-]*(\.[A-Za-z][A-Za-z0-9_-]*)?' "$REPO"/nix/*.nix "$REPO/flake.nix" | sort -u | tr '\n' ' ')
 check_eq "pkgs attributes used by nix/ and flake.nix" \
-  "pkgs.buildPackages pkgs.fakeroot pkgs.runCommand pkgs.runtimeShell pkgs.stdenv.buildPlatform pkgs.stdenv.hostPlatform " "$used_pkgs"
+  "pkgs.buildPackages pkgs.fakeroot pkgs.proot pkgs.runCommand pkgs.stdenv.buildPlatform pkgs.stdenv.hostPlatform " "$used_pkgs"
 used_lib=$(grep -ohE '\blib\.[A-Za-z][A-Za-z0-9_.]*' "$REPO"/nix/*.nix | sort -u | tr '\n' ' ')
-check_eq "lib functions used by nix/" "lib.assertMsg lib.licenses.mit lib.toLower " "$used_lib"
+check_eq "lib functions used by nix/" "lib.assertMsg lib.licenses.mit lib.makeOverridable lib.toLower " "$used_lib"
 
 # The package's source: what `cargo build` needs and nothing else (the stand-in
 # rustPlatform does not compile it, so check the filter here).

@@ -27,6 +27,8 @@ EXAMPLES=(
   "non-root|non-root:latest|uid=1000 gid=1000 owner=1000:1000|4"
   "fake-root-commands|fake-root-commands:latest|(fakeRootCommand)|3"
   "many-paths|many-paths:latest|store paths: |99"
+  "fake-root-chown|fake-root-chown:latest|user:user 1000:1000|3"
+  "fakechroot|fakechroot:latest|home: app:app:12345:12345|4"
 )
 
 declare -A DOCKER_REF PODMAN_REF
@@ -112,6 +114,28 @@ if [ -n "${DOCKER_REF[fake-root-commands]:-}" ]; then
   check_eq "fake-root-commands: /tmp is 1777 (chmod in fakeRootCommands)" "1777" \
     "$(docker run --rm --network none "${DOCKER_REF[fake-root-commands]}" /bin/stat -c %a /tmp 2>&1)"
 fi
+if [ -n "${DOCKER_REF[fake-root-chown]:-}" ]; then
+  check_eq "fake-root-chown: chown -R in fakeRootCommands persists (stat -c %U:%G in the container)" \
+    "user:user 1000:1000
+user:user 1000:1000" "$(docker run --rm --network none "${DOCKER_REF[fake-root-chown]}" 2>&1)"
+  check_eq "fake-root-chown: and in podman" "user:user 1000:1000" \
+    "$(pm run --rm --network none "${PODMAN_REF[fake-root-chown]}" /bin/stat -c '%U:%G %u:%g' /home/user 2>&1)"
+fi
+if [ -n "${DOCKER_REF[fakechroot]:-}" ]; then
+  run=$(docker run --rm --network none "${DOCKER_REF[fakechroot]}" 2>&1)
+  check_contains "fakechroot: the useradd-style line appended to /etc/passwd persists" "$run" \
+    "passwd: app:x:12345:12345::/home/app:/bin/sh"
+  check_contains "fakechroot: chown to the new user persists (stat -c %U:%G)" "$run" "home: app:app:12345:12345"
+  check_contains "fakechroot: mkdir /bin and links into a store path named only in the commands" "$run" "bin: /nix/store/"
+  check_contains "fakechroot: runs in podman too" "$(pm run --rm --network none "${PODMAN_REF[fakechroot]}" 2>&1)" \
+    "home: app:app:12345:12345"
+  last=$(tar -xOf "$E2E_TMP/fakechroot.tar" manifest.json | jq -r '.[0].Layers[-1]')
+  check_eq "fakechroot: the customisation layer holds only the layer (no dev, proc, sys, build dir, store)" \
+    "./ ./bin/ ./etc/ ./home/ ./home/app/" \
+    "$(tar -xOf "$E2E_TMP/fakechroot.tar" "$last" | tar -t | grep -v -e '^\./bin/.' -e '^\./etc/.' | tr '\n' ' ' | sed 's/ $//')"
+  check_eq "fakechroot: /home/app is 12345:12345 in the layer tar" "12345/12345" \
+    "$(tar -xOf "$E2E_TMP/fakechroot.tar" "$last" | tar --numeric-owner -tvf - ./home/app/ | awk '{print $2}')"
+fi
 if [ -f "$E2E_TMP/non-root.tar" ]; then
   first=$(tar -xOf "$E2E_TMP/non-root.tar" manifest.json | jq -r '.[0].Layers[0]')
   listing=$(tar -xOf "$E2E_TMP/non-root.tar" "$first" | tar --numeric-owner -tvf -)
@@ -143,6 +167,29 @@ if [ -n "$nsp" ]; then
   check_contains "includeStorePaths = false: runs with -v /nix/store:/nix/store:ro" \
     "$(docker run --rm --network none -v /nix/store:/nix/store:ro "$ref" 2>&1)" "Hello, world!"
 else fail "includeStorePaths = false: builds"; fi
+
+# variant (nixpkgs' argument) is written into the image config; debug = true prints the
+# layer plan (`nix-layers plan`'s table) in the build log, for build and stream alike.
+vexpr="let pkgs = import $STANDIN { system = \"x86_64-linux\"; };
+           api = import $REPO/default.nix { inherit pkgs; };
+       in api.buildLayeredImage { name = \"variant-debug\"; tag = \"latest\"; compressor = \"none\";
+            variant = \"v8\"; debug = true; contents = [ pkgs.hello ]; config.Cmd = [ \"/bin/hello\" ]; }"
+vimg=$(nix-build --no-out-link -E "$vexpr" 2>"$E2E_TMP/stderr")
+if [ -n "$vimg" ]; then
+  cfg=$(tar -xOf "$vimg" manifest.json | jq -r '.[0].Config')
+  check_eq "variant = \"v8\": the image config's variant" '"v8"' "$(tar -xOf "$vimg" "$cfg" | jq -c .variant)"
+  check_eq "variant: skopeo reads it" '"v8"' "$(skopeo inspect --config "docker-archive:$vimg" 2>&1 | jq -c .variant)"
+  ref=$(docker load -i "$vimg" 2>&1 | sed -n 's/^Loaded image: //p' | tail -1)
+  check_contains "variant: docker load and run" "$(docker run --rm --network none "$ref" 2>&1)" "Hello, world!"
+  log=$(nix-store -l "$vimg" 2>&1)
+  check_contains "debug = true: the build log has the layer plan" "$log" "nix-layers: debug: layer plan"
+  check_contains "debug = true: the plan's table (strategy and a layer of hello)" "$log" "layering: autolayer"
+  check_contains "debug = true: the plan lists hello's store path" "$log" "-hello-2.12.1"
+  slog=$(nix-build --no-out-link -E "($vexpr).passthru.stream" 2>&1 >/dev/null; nix-store -l "$(nix-instantiate -E "($vexpr).passthru.stream" 2>/dev/null)" 2>&1)
+  check_contains "debug = true: the stream script's build log has it too" "$slog" "nix-layers: debug: layer plan"
+else fail "variant + debug image builds"; fi
+check_eq "no variant by default (amd64): no variant key in the config" "null" \
+  "$(tar -xOf "$none" "$(tar -xOf "$none" manifest.json | jq -r '.[0].Config')" | jq -c .variant)"
 
 # Each layering strategy: a small stream image (maxLayers 3, so that the strategies have to
 # choose) builds, its layers are the plan's, the plan names the strategy, and it loads and

@@ -32,7 +32,7 @@ ensure_packages() {
   local missing=() cmd pkg
   for pair in nix-build:nix-bin patchelf:patchelf skopeo:skopeo \
               umoci:umoci podman:podman runc:runc dockerd:docker.io jq:jq zstd:zstd \
-              git:git pgrep:procps zcat:gzip; do
+              git:git pgrep:procps zcat:gzip fakeroot:fakeroot proot:proot; do
     cmd=${pair%%:*}; pkg=${pair#*:}
     command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
   done
@@ -63,6 +63,30 @@ standin_prepare() {
   install -m 755 "$(command -v busybox)" "$STANDIN/host/busybox/bin/busybox"
   ln -sfn busybox "$STANDIN/host/busybox/bin/sh"
   install -m 755 "$bin" "$STANDIN/host/nix-layers"
+  standin_copy_debian "$STANDIN/host/debian"
+}
+
+# Debian's own dynamically linked tools for the stand-in's stdenv and its `fakeroot` and
+# `proot` (tests/nixpkgs/pkgs.nix patches them to run from the store): fakeroot works by
+# LD_PRELOAD, so the shell and tools it runs must be dynamic, which busybox-static is not.
+#   bin/      what a nixpkgs stdenv has on PATH: bash, coreutils, findutils, sed, grep, tar, gzip, getopt
+#   libexec/  fakeroot-sysv (script), faked-sysv, proot, patchelf (used to patch the rest)
+#   lib/      every shared library they need, ld-linux-x86-64.so.2, libfakeroot/libfakeroot-sysv.so
+standin_copy_debian() {
+  local dest=$1 f lib
+  rm -rf "$dest"; mkdir -p "$dest/bin" "$dest/libexec" "$dest/lib/libfakeroot"
+  for f in /bin/bash $(dpkg -L coreutils | grep -E '/s?bin/[^/]+$') \
+           $(command -v find xargs sed grep tar gzip getopt); do
+    [ -f "$f" ] && [ ! -L "$f" ] && cp "$f" "$dest/bin/"
+  done
+  for f in /usr/bin/fakeroot-sysv /usr/bin/faked-sysv /usr/bin/proot /usr/bin/patchelf; do cp "$f" "$dest/libexec/"; done
+  cp /usr/lib/x86_64-linux-gnu/libfakeroot/libfakeroot-sysv.so "$dest/lib/libfakeroot/"
+  for lib in $(for f in "$dest"/bin/* "$dest"/libexec/* "$dest"/lib/libfakeroot/*; do ldd "$f" 2>/dev/null; done \
+               | sed -n 's|.*=> \(/[^ ]*\) .*|\1|p' | sort -u); do
+    cp -L "$lib" "$dest/lib/"
+  done
+  cp -L /lib64/ld-linux-x86-64.so.2 "$dest/lib/"
+  chmod -R u+w,go-w "$dest"
 }
 
 # nix-build of the repo's default.nix against the stand-in, no result link; prints out path.

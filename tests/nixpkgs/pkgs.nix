@@ -17,6 +17,26 @@ let
   });
 
   platform = { inherit system; };
+
+  # Debian's dynamically linked tools (host/debian, copied by tests/e2e/lib.sh from the
+  # Debian packages bash, coreutils, findutils, sed, grep, tar, gzip, util-linux, fakeroot,
+  # proot, patchelf), made to run from the store: every ELF file gets this output's
+  # ld-linux as interpreter and its lib/ as RPATH (Debian's patchelf, run through the
+  # copied loader). Not a nixpkgs attribute; `stdenv` tools, `fakeroot` and `proot` below
+  # are made from it.
+  debian = shellDerivation "debian-bookworm-tools" { src = builtins.path { path = ./host/debian; name = "debian-bookworm-host-files"; }; } ''
+    cp -r "$src" "$out"
+    chmod -R u+w "$out"
+    patchelf() { "$src/lib/ld-linux-x86-64.so.2" --library-path "$src/lib" "$src/libexec/patchelf" "$@"; }
+    for f in "$out"/bin/* "$out"/libexec/* "$out"/lib/*.so* "$out"/lib/libfakeroot/*; do
+      [ "$(head -c 4 "$f" | od -An -c | tr -d ' ')" = '177ELF' ] || continue
+      case "$f" in
+        */ld-linux-x86-64.so.2) ;;
+        */lib/*) patchelf --set-rpath "$out/lib" "$f" ;;
+        *) patchelf --set-interpreter "$out/lib/ld-linux-x86-64.so.2" --set-rpath "$out/lib" "$f" ;;
+      esac
+    done
+  '';
 in
 {
   inherit lib;
@@ -29,7 +49,9 @@ in
   runtimeShell = "${pkgs.busybox}/bin/sh";
 
   # nixpkgs: runCommand :: String -> AttrSet -> String -> Derivation (stdenv-based). Here the
-  # command runs in busybox sh -e with PATH = the inputs' bin dirs + busybox's applets.
+  # command runs in busybox sh -e with PATH = the inputs' bin dirs, then Debian's bash,
+  # coreutils, findutils, sed, grep, tar, gzip (a stdenv's tools, dynamically linked, so
+  # that fakeroot's LD_PRELOAD works on them), then busybox's applets.
   # Supported env keys: nativeBuildInputs, buildInputs, passthru, meta, plain env vars.
   runCommand = name: env: buildCommand:
     let
@@ -37,7 +59,7 @@ in
       drv = shellDerivation name
         (builtins.removeAttrs env [ "nativeBuildInputs" "buildInputs" "passthru" "meta" ])
         ''
-          export PATH=${lib.makeBinPath (inputs ++ [ pkgs.busybox ])}
+          export PATH=${lib.makeBinPath (inputs ++ [ debian pkgs.busybox ])}
           ${buildCommand}
         '';
     in
@@ -87,13 +109,31 @@ in
     chmod +x $out/bin/hello
   '';
 
-  # NOT a real fakeroot: busybox is static, so LD_PRELOAD-based fakeroot cannot work with
-  # it. This one just runs its command, so ownership changes (chown) inside
-  # fakeRootCommands are not faked in the tests. Same calling convention as fakeroot(1).
-  fakeroot = pkgs.runCommand "fakeroot-1.31" { } ''
+  # Debian's fakeroot 1.31 (SysV IPC flavour), as nixpkgs' fakeroot: bin/fakeroot runs its
+  # command with libfakeroot preloaded and faked as the daemon. Debian's script, with its
+  # install paths pointed at the store and its helpers (getopt, sed, cut) taken from
+  # Debian's tools; the command itself runs with the caller's PATH. The Nix sandbox maps
+  # only the build user, so a real chown to another id fails with EINVAL, which Debian's
+  # libfakeroot passes on (it ignores only EPERM); nixpkgs patches fakeroot to ignore
+  # EINVAL, and FAKEROOTDONTTRYCHOWN=1 (libfakeroot's own switch: record the owner, skip
+  # the real chown) has the same effect here.
+  fakeroot = shellDerivation "fakeroot-1.31" { } ''
+    mkdir -p $out/bin $out/lib/libfakeroot
+    ln -s ${debian}/libexec/faked-sysv $out/bin/faked-sysv
+    ln -s ${debian}/lib/libfakeroot/libfakeroot-sysv.so $out/lib/libfakeroot/
+    sed -e '1s|^#!.*|#!${debian}/bin/bash\nFAKEROOT_CALLER_PATH=$PATH; PATH=${debian}/bin|' \
+        -e "s|^FAKEROOT_PREFIX=.*|FAKEROOT_PREFIX=$out|" \
+        -e "s|^FAKEROOT_BINDIR=.*|FAKEROOT_BINDIR=$out/bin|" \
+        -e "s|^PATHS=.*|PATHS=$out/lib/libfakeroot|" \
+        -e 's|^export FAKEROOT_FD_BASE|PATH=$FAKEROOT_CALLER_PATH; export FAKEROOTDONTTRYCHOWN=1\n&|' \
+        ${debian}/libexec/fakeroot-sysv > $out/bin/fakeroot
+    chmod 555 $out/bin/fakeroot
+  '';
+
+  # Debian's proot 5.1.0 (ptrace-based chroot/bind emulation), as nixpkgs' proot.
+  proot = shellDerivation "proot-5.1.0" { } ''
     mkdir -p $out/bin
-    printf '#!%s\n[ "$1" = "--" ] && shift\nexec "$@"\n' ${pkgs.runtimeShell} > $out/bin/fakeroot
-    chmod +x $out/bin/fakeroot
+    ln -s ${debian}/libexec/proot $out/bin/proot
   '';
 
   # nixpkgs' rustPlatform.buildRustPackage builds with cargo; here the binary cargo built
