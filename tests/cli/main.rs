@@ -11,6 +11,7 @@ mod fixture;
 mod hostile;
 mod image;
 mod layering;
+mod oci;
 mod pipeline;
 mod plan;
 mod popularity;
