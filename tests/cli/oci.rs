@@ -212,3 +212,46 @@ fn bad_destinations_are_refused_naming_them() {
     }
     assert_eq!(files_of(&not_layout).len(), 1, "a directory that is not a layout is left alone");
 }
+
+/// A store file that grows between scan and write fails the run; the layout keeps its
+/// index as it was (no tag to missing blobs), no temporary file is left, and an
+/// `oci-archive` leaves nothing at all.
+#[test]
+fn a_failed_write_never_leaves_a_broken_index_or_temporary_files() {
+    use nix_layers::archive::write_image;
+    use nix_layers::attrs::{Attrs, Compressor};
+    use nix_layers::destination::oci_layout::{OciArchive, OciLayout};
+    use nix_layers::pipeline::plan_image;
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+
+    let (fixture, attrs) = busy_fixture();
+    let dir = fixture.out("layout");
+    oci(&fixture, &attrs, &[], &format!("oci:{}:one", dir.display()));
+    let before = files_of(&dir);
+    let file = fixture.write_attrs("lib.attrs.json", &attrs);
+    let store = fixture.store();
+    let image = plan_image(&Attrs::read(&file).unwrap(), &store).unwrap();
+    let layers = image.scan_layers(&store, 2).unwrap();
+    // The last store path's file: its layer comes late, after other blobs are written.
+    let target = format!("{}/bin/run", fixture.store_path("pkg11"));
+    fs::set_permissions(&target, fs::Permissions::from_mode(0o644)).unwrap();
+    fs::OpenOptions::new().append(true).open(&target).unwrap().write_all(b"more\n").unwrap();
+
+    let mut layout = OciLayout::open(&dir, "two", Compressor::Gz, 2).unwrap();
+    let error = format!("{:#}", write_image(&mut layout, &image.spec, &layers, 2).unwrap_err());
+    drop(layout);
+    assert!(error.contains(&target) && error.contains("changed size"), "{error}");
+    let after = files_of(&dir);
+    assert!(after["index.json"] == before["index.json"], "the index is untouched");
+    for name in after.keys() {
+        assert!(name == "oci-layout" || name == "index.json" || name.strip_prefix("blobs/sha256/").is_some_and(|h| h.len() == 64), "left: {name}");
+    }
+
+    let archive = fixture.out("image.oci.tar");
+    let mut destination = OciArchive::create(&archive, "two", Compressor::Zstd, 2).unwrap();
+    assert!(write_image(&mut destination, &image.spec, &layers, 2).is_err());
+    drop(destination);
+    let left: Vec<_> = fs::read_dir(fixture.out_dir()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left, ["layout"], "nothing left of the archive");
+}
