@@ -33,7 +33,8 @@ if [ -z "$script" ]; then fail "oci: examples.$ex.passthru.stream builds"; else
   load=$(pm load -i "$hybrid" 2>&1)
   check_contains "hybrid: podman load names the image (index annotation)" "$load" "$ex:latest"
 
-  layout=$E2E_TMP/layout
+  # podman names an image pulled from oci:DIR after DIR, which must be lowercase.
+  layout=/tmp/nix-layers-e2e-oci-layout-$$; rm -rf "$layout"
   for fmt in gzip zstd none; do
     if "$NIX_LAYERS" oci --attrs "$script" --compression-format "$fmt" "oci:$layout:$fmt" 2>"$E2E_TMP/stderr"; then
       pass "oci:DIR:$fmt written"
@@ -48,8 +49,9 @@ if [ -z "$script" ]; then fail "oci: examples.$ex.passthru.stream builds"; else
         "oci:$layout:$fmt" "docker-daemon:oci-e2e:$fmt"
       check_contains "oci:DIR:$fmt: docker run" "$(docker run --rm --network none "oci-e2e:$fmt" 2>&1)" "Hello, world!"
     fi
-    check "oci:DIR:$fmt: podman pull" pm pull -q "oci:$layout:$fmt"
-    check_contains "oci:DIR:$fmt: podman run" "$(pm run --rm --network none "oci:$layout:$fmt" 2>&1)" "Hello, world!"
+    if id=$(pm pull -q "oci:$layout:$fmt" 2>"$E2E_TMP/stderr"); then pass "oci:DIR:$fmt: podman pull"
+    else fail "oci:DIR:$fmt: podman pull" "$id"; fi
+    check_contains "oci:DIR:$fmt: podman run" "$(pm run --rm --network none "$id" 2>&1)" "Hello, world!"
   done
   check_eq "oci:DIR: three tags in one layout" "gzip zstd none" \
     "$(jq -r '[.manifests[].annotations["org.opencontainers.image.ref.name"]] | join(" ")' "$layout/index.json")"
@@ -60,6 +62,7 @@ if [ -z "$script" ]; then fail "oci: examples.$ex.passthru.stream builds"; else
   check "oci-archive: byte-identical with --threads 1 and 4" cmp "$a1" "$a2"
   check "oci-archive: skopeo copy oci-archive: oci: (verifies digests)" \
     skopeo copy -q "oci-archive:$a1:t" "oci:$E2E_TMP/from-oci-archive-2:x"
+  rm -rf "$layout"
 fi
 
 [ -n "$started_dockerd" ] && dockerd_stop
