@@ -25,8 +25,11 @@ fn oci(fixture: &Fixture, attrs: &Value, args: &[&str], dest: &str) {
     fixture.run_ok(&all);
 }
 
+/// Files by relative path.
+type Files = BTreeMap<String, Vec<u8>>;
+
 /// Every file below `dir`, by relative path.
-fn files_of(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+fn files_of(dir: &Path) -> Files {
     let mut out = BTreeMap::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -133,7 +136,8 @@ fn the_tag_defaults_to_the_images_and_the_config_is_the_archives() {
 fn oci_output_is_reproducible_across_runs_and_thread_counts() {
     let (fixture, attrs) = busy_fixture();
     for (format, _) in FORMATS {
-        let mut seen: Vec<(String, BTreeMap<String, Vec<u8>>, Vec<u8>)> = Vec::new();
+        // (threads, the directory's files, the archive's bytes) of each run
+        let mut seen: Vec<(String, Files, Vec<u8>)> = Vec::new();
         for (run, threads) in ["1", "2", "8", "8"].iter().enumerate() {
             let dir = fixture.out(&format!("{format}-{run}"));
             let file = fixture.out(&format!("{format}-{run}.tar"));
