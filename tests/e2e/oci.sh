@@ -11,7 +11,7 @@ suite "oci: OCI layouts and the hybrid archive"
 
 started_dockerd=
 if [ -z "${DOCKER_HOST:-}" ]; then dockerd_start >/dev/null || fail "dockerd starts"; started_dockerd=1; fi
-[ -n "${PODMAN_DIR:-}" ] || podman_setup
+podman_setup # (again: images.sh removes its storage when done)
 
 ex=layered-image
 script=$(nb -A "examples.$ex.passthru.stream" 2>"$E2E_TMP/stderr")
@@ -66,4 +66,5 @@ if [ -z "$script" ]; then fail "oci: examples.$ex.passthru.stream builds"; else
 fi
 
 [ -n "$started_dockerd" ] && dockerd_stop
+podman_cleanup
 true
