@@ -5,7 +5,8 @@
 //! [`layering`] (which path goes in which store layer: one strategy per file, among them
 //! [`popularity`], nixpkgs' order exactly) → [`plan`] (the image's layers) →
 //! [`scan`] (the files of each layer, sized from metadata) → [`layer`] (tar bytes) →
-//! [`archive`] (docker-archive, layers produced and hashed in parallel, written once) →
+//! [`archive`] (layers produced and hashed in parallel, handed in order to one
+//! [`destination`]: the hybrid docker/OCI archive, an OCI layout) →
 //! [`compress`] and [`output`] (gzip/zstd, atomic file output).
 //! [`registry`]: a blocking docker/OCI registry client (for `push`, not wired to the CLI yet).
 #![deny(missing_docs)]
@@ -14,6 +15,7 @@
 pub mod archive;
 pub mod attrs;
 pub mod compress;
+pub mod destination;
 pub mod graph;
 pub mod layer;
 pub mod layering;

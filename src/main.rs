@@ -2,9 +2,12 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use nix_layers::archive::{write_docker_archive, Written};
-use nix_layers::attrs::{self, Attrs};
+use nix_layers::archive::{write_image, Written};
+use nix_layers::attrs::{self, Attrs, Compressor};
 use nix_layers::compress::Compressed;
+use nix_layers::destination::hybrid_archive::write_archive;
+use nix_layers::destination::oci_layout::{OciArchive, OciLayout, OciTarget};
+use nix_layers::destination::Destination;
 use nix_layers::graph::Graph;
 use nix_layers::layering::{self, Input, Strategy};
 use nix_layers::output::{self, write_atomically, AtomicFile};
@@ -42,21 +45,35 @@ enum Command {
         #[command(flatten)]
         io: InputOutput,
     },
-    /// Write the docker-archive, compressed as `compressor` says, to the out path
-    /// (the builder of buildLayeredImage).
+    /// Write the image archive (an OCI layout plus docker's manifest.json), compressed
+    /// as `compressor` says, to the out path (the builder of buildLayeredImage).
     Build {
         #[command(flatten)]
         io: InputOutput,
         #[command(flatten)]
         threads: Threads,
     },
-    /// Write the uncompressed docker-archive to stdout (`nix-layers stream | docker load`).
+    /// Write the uncompressed image archive to stdout (`nix-layers stream | docker load`).
     Stream {
         /// The attrs file (same as --attrs; this is how a stream script runs itself).
         file: Option<PathBuf>,
         /// The attrs file.
         #[arg(long, value_name = "FILE", conflicts_with = "file")]
         attrs: Option<PathBuf>,
+        #[command(flatten)]
+        threads: Threads,
+    },
+    /// Write the image as an OCI layout: `oci:DIR[:TAG]` (a directory, added to if it
+    /// exists) or `oci-archive:FILE[:TAG]` (a tar of one). TAG defaults to the image's tag.
+    Oci {
+        /// `oci:DIR[:TAG]` or `oci-archive:FILE[:TAG]`.
+        dest: String,
+        /// The attrs file.
+        #[arg(long, value_name = "FILE")]
+        attrs: Option<PathBuf>,
+        /// Compression of each layer blob.
+        #[arg(long, value_name = "FORMAT", default_value = "gzip", value_parser = ["gzip", "zstd", "none"])]
+        compression_format: String,
         #[command(flatten)]
         threads: Threads,
     },
@@ -149,6 +166,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Popularity { file, key, io } => popularity_cmd(file, &key, io),
         Command::Build { io, threads } => build_cmd(io, threads.count(), &store_dir),
         Command::Stream { file, attrs, threads } => stream_cmd(file.or(attrs), threads.count(), &store_dir),
+        Command::Oci { dest, attrs, compression_format, threads } => {
+            oci_cmd(&dest, attrs, &compression_format, threads.count(), &store_dir)
+        }
         Command::StreamScript { io } => stream_script_cmd(io, &store_dir),
         Command::Layers { file, key, layering, max_layers, pipeline, ignore } => {
             layers_cmd(&file, &key, &layering, max_layers, pipeline.as_deref(), ignore.as_deref())
@@ -245,7 +265,7 @@ fn build_cmd(io: InputOutput, threads: usize, store_dir: &str) -> Result<()> {
     let spec = image.into_spec();
     let mut file = AtomicFile::create(&target)?;
     let mut out = Compressed::new(file.writer(), spec.compressor, threads)?;
-    let written = write_docker_archive(&mut out, &spec, &layers, threads)?;
+    let written = write_archive(&mut out, &spec, &layers, threads)?;
     out.finish().context("cannot write the image")?;
     file.commit(0o444)?;
     summary(written, started);
@@ -270,7 +290,7 @@ fn stream_cmd(file: Option<PathBuf>, threads: usize, store_dir: &str) -> Result<
     drop(attrs); // the plan has what is needed; the raw closure JSON can go
     let layers = image.scan_layers(store_dir, threads)?;
     let spec = image.into_spec();
-    let written = write_docker_archive(&mut stdout, &spec, &layers, threads)?;
+    let written = write_archive(&mut stdout, &spec, &layers, threads)?;
     summary(written, started);
     Ok(())
 }
@@ -281,6 +301,29 @@ fn print_plan_if_debug(image: &PlannedImage) {
     if image.spec.debug {
         eprint!("nix-layers: debug: layer plan\n{}", image.plan.to_table(&image.graph));
     }
+}
+
+fn oci_cmd(dest: &str, attrs_file: Option<PathBuf>, compression: &str, threads: usize, store_dir: &str) -> Result<()> {
+    let started = Instant::now();
+    let (target, tag) = OciTarget::parse(dest)?;
+    let compressor = match compression {
+        "zstd" => Compressor::Zstd,
+        "none" => Compressor::None,
+        _ => Compressor::Gz,
+    };
+    let attrs = read_attrs(attrs_file.as_deref())?;
+    let image = plan_image(&attrs, store_dir)?;
+    drop(attrs); // the plan has what is needed; the raw closure JSON can go
+    let layers = image.scan_layers(store_dir, threads)?;
+    let spec = image.into_spec();
+    let tag = tag.unwrap_or_else(|| spec.tag.clone());
+    let mut destination: Box<dyn Destination> = match &target {
+        OciTarget::Dir(dir) => Box::new(OciLayout::open(dir, &tag, compressor, threads)?),
+        OciTarget::Archive(file) => Box::new(OciArchive::create(file, &tag, compressor, threads)?),
+    };
+    let written = write_image(destination.as_mut(), &spec, &layers, threads)?;
+    summary(written, started);
+    Ok(())
 }
 
 /// The longest `#!` line Linux reads (BINPRM_BUF_SIZE), newline excluded.

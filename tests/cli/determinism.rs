@@ -22,7 +22,7 @@ fn noise(len: usize, mut seed: u64) -> Vec<u8> {
 /// Twelve paths in a chain of references, several over a 1 MiB chunk (layer chunks and
 /// gzip members are 1 MiB), so that layers really are produced by several workers and the
 /// archive spans several gzip members.
-fn busy_fixture() -> (Fixture, Value) {
+pub fn busy_fixture() -> (Fixture, Value) {
     let mut fixture = Fixture::new();
     let mut previous: Vec<String> = Vec::new();
     for i in 0..12u64 {

@@ -141,16 +141,75 @@ fn manifest_names_the_config_the_tag_and_every_layer() {
     let manifest = image.manifest.as_array().unwrap();
     assert_eq!(manifest.len(), 1);
     assert_eq!(manifest[0]["RepoTags"], json!(["test-image:v1"]), "name lowercased, tag as given");
-    assert_eq!(image.config_name, format!("{}.json", sha256_hex(&image.files[&image.config_name])));
+    assert_eq!(image.config_name, format!("blobs/sha256/{}", sha256_hex(&image.files[&image.config_name])));
     let layers: Vec<&str> = manifest[0]["Layers"].as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect();
-    assert_eq!(layers.len(), 4, "libc, hello, tools, customisation: {layers:?}");
-    // Nothing else in the archive: no plan, no helper file.
-    let mut expected: Vec<&str> = layers.clone();
-    expected.push(&image.config_name);
-    expected.push("manifest.json");
+    assert_eq!(layers, ["layers/001.tar", "layers/002.tar", "layers/003.tar", "layers/004.tar"], "libc, hello, tools, customisation");
+    // Nothing else in the archive than the two views of the image: no plan, no helper file.
+    let oci = oci_view(&image.files);
+    let mut expected: Vec<String> = ["blobs/", "blobs/sha256/", "layers/", "index.json", "manifest.json", "oci-layout"].map(String::from).to_vec();
+    expected.extend(layers.iter().map(|l| l.to_string()));
+    expected.extend(oci.iter().map(|blob| format!("blobs/sha256/{}", &blob[7..])));
     expected.sort();
+    expected.dedup();
     let names: Vec<&str> = image.files.keys().map(String::as_str).collect();
     assert_eq!(names, expected);
+}
+
+/// Checks the OCI view of a hybrid archive against its docker view: `oci-layout`,
+/// `index.json` (tag annotations), the manifest, the config (the docker view's config) and
+/// each layer blob, a symlink to the docker view's layer whose digest and size match.
+/// Returns every blob digest the OCI view names.
+fn oci_view(entries: &BTreeMap<String, Vec<u8>>) -> Vec<String> {
+    assert_eq!(entries["oci-layout"], br#"{"imageLayoutVersion":"1.0.0"}"#);
+    let docker: Value = serde_json::from_slice(&entries["manifest.json"]).unwrap();
+    let index: Value = serde_json::from_slice(&entries["index.json"]).unwrap();
+    assert_eq!(index["schemaVersion"], 2);
+    assert_eq!(index["mediaType"], "application/vnd.oci.image.index.v1+json");
+    let entry = &index["manifests"].as_array().unwrap()[..];
+    assert_eq!(entry.len(), 1);
+    let repo_tag = docker[0]["RepoTags"][0].as_str().unwrap();
+    assert_eq!(entry[0]["annotations"]["io.containerd.image.name"], repo_tag);
+    assert_eq!(entry[0]["annotations"]["org.opencontainers.image.ref.name"], repo_tag.rsplit_once(':').unwrap().1);
+    let blob = |digest: &str| &entries[&format!("blobs/sha256/{}", digest.strip_prefix("sha256:").unwrap())];
+    let manifest_digest = entry[0]["digest"].as_str().unwrap();
+    let manifest_bytes = blob(manifest_digest);
+    assert_eq!(format!("sha256:{}", sha256_hex(manifest_bytes)), manifest_digest);
+    assert_eq!(entry[0]["size"], manifest_bytes.len());
+    let manifest: Value = serde_json::from_slice(manifest_bytes).unwrap();
+    assert_eq!(manifest["mediaType"], "application/vnd.oci.image.manifest.v1+json");
+    assert_eq!(manifest["config"]["mediaType"], "application/vnd.oci.image.config.v1+json");
+    let config_digest = manifest["config"]["digest"].as_str().unwrap();
+    assert_eq!(blob(config_digest), &entries[docker[0]["Config"].as_str().unwrap()], "one config for both views");
+    let mut digests = vec![manifest_digest.to_string(), config_digest.to_string()];
+    for (layer, name) in manifest["layers"].as_array().unwrap().iter().zip(docker[0]["Layers"].as_array().unwrap()) {
+        let data = &entries[name.as_str().unwrap()];
+        assert_eq!(layer["mediaType"], "application/vnd.oci.image.layer.v1.tar");
+        assert_eq!(layer["digest"], format!("sha256:{}", sha256_hex(data)));
+        assert_eq!(layer["size"], data.len());
+        digests.push(layer["digest"].as_str().unwrap().to_string());
+    }
+    digests
+}
+
+#[test]
+fn the_oci_view_links_every_layer_blob_to_the_docker_views_layer() {
+    let sample = sample();
+    let bytes = sample.fixture.build(&sample.attrs());
+    let entries = read_tar(&bytes);
+    let files: BTreeMap<String, Vec<u8>> = entries.iter().map(|e| (e.name.clone(), e.data.clone())).collect();
+    oci_view(&files);
+    let docker: Value = serde_json::from_slice(&files["manifest.json"]).unwrap();
+    for name in docker[0]["Layers"].as_array().unwrap() {
+        let name = name.as_str().unwrap();
+        let link = entries.iter().find(|e| e.name == format!("blobs/sha256/{}", sha256_hex(&files[name]))).unwrap();
+        assert_eq!(link.kind, tar::EntryType::Symlink, "{link:?}");
+        assert_eq!(link.link.as_deref(), Some(format!("../../{name}").as_str()));
+        let position = |n: &str| entries.iter().position(|e| e.name == n).unwrap();
+        assert!(position(name) < position(&link.name), "each layer's bytes, then its link");
+    }
+    // Written once: the archive is the layer bytes plus a few KB of headers and JSON.
+    let layer_bytes: usize = docker[0]["Layers"].as_array().unwrap().iter().map(|n| files[n.as_str().unwrap()].len()).sum();
+    assert!(bytes.len() < layer_bytes + 20 * 1024, "{} bytes for {layer_bytes} bytes of layers", bytes.len());
 }
 
 #[test]

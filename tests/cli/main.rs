@@ -13,6 +13,7 @@ mod hostile_values;
 mod image;
 mod layering;
 mod nixdb;
+mod oci;
 mod pipeline;
 mod plan;
 mod popularity;
