@@ -471,6 +471,13 @@ impl ImageSpec {
         if max_layers < 2 {
             bail!("key `maxLayers`: {max_layers} is too small; it must be at least 2 (one store layer and the customisation layer)");
         }
+        if max_layers > layering::MAX_LAYERS {
+            bail!(
+                "key `maxLayers`: {max_layers} is more than {}; docker's and podman's overlay storage mounts about 125 layers at most, \
+                 and the autolayer and reuse strategies' work grows with the number of layers",
+                layering::MAX_LAYERS
+            );
+        }
         let layering = match (attrs.get("layeringPipeline")?, attrs.get("layering")?) {
             (Some(_), Some(name)) => {
                 bail!("keys `layering` ({name}) and `layeringPipeline` are both given; give one (the Nix functions refuse both too)")

@@ -107,7 +107,10 @@ pub fn produce_in_order(
             break;
         }
         let tx = &senders[i];
-        let result = write_layer(layers[i], &pool, &cancelled, tx);
+        // A panic here would leave the consumer waiting on this layer's queue for ever
+        // (every sender lives until the scope ends): report it as the layer's error.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| write_layer(layers[i], &pool, &cancelled, tx)))
+            .unwrap_or_else(|_| Err(anyhow!("internal error: the worker writing layer {} panicked", i + 1)));
         if tx.send(Message::Done(result)).is_err() {
             break; // the consumer gave up
         }

@@ -96,7 +96,7 @@ enum Command {
         #[arg(long, value_name = "NAME", default_value = layering::DEFAULT.name())]
         layering: String,
         /// The image's total layer budget, customisation layer included.
-        #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u64).range(2..))]
+        #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u64).range(2..=layering::MAX_LAYERS))]
         max_layers: u64,
         /// A nixpkgs layeringPipeline (JSON list) to use instead of --layering; as in
         /// nixpkgs, it alone decides the layers (--max-layers is ignored).
@@ -249,7 +249,7 @@ fn layers_cmd(
     }
     let available = usize::try_from(max_layers - 1).unwrap_or(usize::MAX);
     let layers = layering::store_layers(&strategy, &Input { graph: &graph, excluded: &excluded, available })?;
-    let mut stdout = std::io::stdout().lock();
+    let mut stdout = output::stdout()?;
     stdout.write_all(layering::to_json_text(&graph, &layers).as_bytes())?;
     stdout.flush().context("cannot write to stdout")
 }

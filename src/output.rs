@@ -22,6 +22,17 @@ fn temp_files() -> MutexGuard<'static, Vec<PathBuf>> {
     TEMP_FILES.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Registers a temporary file or directory (one that [`AtomicFile`] does not manage) to be
+/// removed if a signal ends the process; [`forget_temp`] once it is gone or renamed.
+pub fn track_temp(path: PathBuf) {
+    temp_files().push(path);
+}
+
+/// Undoes [`track_temp`].
+pub fn forget_temp(path: &Path) {
+    temp_files().retain(|f| f != path);
+}
+
 /// From now on, SIGTERM, SIGINT and SIGHUP remove every temporary output file, then end
 /// the process as the signal would have (the parent sees the same signal).
 ///
@@ -42,7 +53,9 @@ pub fn remove_temp_files_on_signals() -> Result<()> {
                 // Held until the process ends: a commit cannot rename a file away meanwhile.
                 let files = temp_files();
                 for file in files.iter() {
-                    let _ = fs::remove_file(file);
+                    if fs::remove_file(file).is_err() {
+                        let _ = fs::remove_dir_all(file);
+                    }
                 }
                 let _ = signal_hook::low_level::emulate_default_handler(signal);
                 std::process::exit(128 + signal);

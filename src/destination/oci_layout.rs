@@ -96,9 +96,18 @@ impl<W: Write> Write for Hashing<W> {
 /// A file removed when dropped unless it was renamed away first.
 struct TempFile(PathBuf);
 
+impl TempFile {
+    /// A temporary file at `path`, removed when dropped or when a signal ends the process.
+    fn new(path: PathBuf) -> TempFile {
+        crate::output::track_temp(path.clone());
+        TempFile(path)
+    }
+}
+
 impl Drop for TempFile {
     fn drop(&mut self) {
         let _ = fs::remove_file(&self.0);
+        crate::output::forget_temp(&self.0);
     }
 }
 
@@ -172,10 +181,11 @@ impl OciLayout {
 impl Destination for OciLayout {
     fn begin_layer(&mut self, index: usize, _tar_size: u64) -> Result<()> {
         let temp = self.dir.join(format!("blobs/sha256/.layer-{}.nix-layers-{}.tmp", index + 1, std::process::id()));
-        let file = File::create(&temp).with_context(|| format!("cannot create `{}`", temp.display()))?;
+        let temp = TempFile::new(temp);
+        let file = File::create(&temp.0).with_context(|| format!("cannot create `{}`", temp.0.display()))?;
         let hashing = Hashing { inner: BufWriter::with_capacity(1 << 20, file), sha: Sha256::new(), size: 0 };
         let writer = Compressed::new(hashing, self.compressor, self.threads)?;
-        self.current = Some(OpenLayer { writer, temp: TempFile(temp) });
+        self.current = Some(OpenLayer { writer, temp });
         Ok(())
     }
 
@@ -222,9 +232,18 @@ pub struct OciArchive {
 /// A directory removed with its contents when dropped.
 struct TempDir(PathBuf);
 
+impl TempDir {
+    /// A temporary directory at `path`, removed when dropped or when a signal ends the process.
+    fn new(path: PathBuf) -> TempDir {
+        crate::output::track_temp(path.clone());
+        TempDir(path)
+    }
+}
+
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.0);
+        crate::output::forget_temp(&self.0);
     }
 }
 
@@ -240,8 +259,9 @@ impl OciArchive {
         };
         let base = target.file_name().with_context(|| format!("`{}` has no file name", target.display()))?;
         let temp = parent.join(format!(".{}.nix-layers-{}.d", base.to_string_lossy(), std::process::id()));
-        fs::create_dir(&temp).with_context(|| format!("cannot create `{}` (for `{}`)", temp.display(), target.display()))?;
-        let temp_dir = TempDir(temp);
+        let temp_dir = TempDir::new(temp);
+        fs::create_dir(&temp_dir.0)
+            .with_context(|| format!("cannot create `{}` (for `{}`)", temp_dir.0.display(), target.display()))?;
         let layout = OciLayout::open(&temp_dir.0, tag, compressor, threads)?;
         Ok(OciArchive { layout, temp_dir, target: target.to_path_buf() })
     }

@@ -36,6 +36,11 @@ pub enum Strategy {
 /// The strategy used when `layering` is not given.
 pub const DEFAULT: Strategy = Strategy::AutoLayer;
 
+/// The largest `maxLayers` accepted. Engines mount about 125 layers at most (overlay's
+/// limit), so more is never useful, and it bounds the work of autolayer
+/// (O(layers × graph)) and reuse (O(layers³ / 64)) on a huge closure.
+pub const MAX_LAYERS: u64 = 1000;
+
 /// The names `layering` accepts.
 pub const NAMES: [&str; 3] = ["popularity", "autolayer", "reuse"];
 

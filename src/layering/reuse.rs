@@ -263,8 +263,11 @@ fn order(
         }
     }
     let mut open: Vec<(&[u64], u128)> = groups.into_iter().collect();
-    let bytes: Vec<u64> =
-        layers.iter().map(|(_, l)| l.paths.iter().map(|&p| graph.nar_sizes[p as usize]).sum()).collect();
+    // Saturating: narSize comes from the input, and a hostile one must not wrap the order.
+    let bytes: Vec<u64> = layers
+        .iter()
+        .map(|(_, l)| l.paths.iter().fold(0u64, |sum, &p| sum.saturating_add(graph.nar_sizes[p as usize])))
+        .collect();
     let mut needs: Vec<Vec<usize>> = vec![Vec::new(); layers.len()];
     for (i, (_, layer)) in layers.iter().enumerate() {
         let mut refs: Vec<usize> = layer

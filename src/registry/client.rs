@@ -158,6 +158,11 @@ impl Client {
             .http_status_as_error(false)
             .user_agent(format!("nix-layers/{}", env!("CARGO_PKG_VERSION")))
             .timeout_connect(Some(options.connect_timeout))
+            // A registry that accepts a connection and then says nothing must not hang a
+            // push: the answer to a request (even after a multi-GB PATCH, which the
+            // registry hashes as it arrives) comes within minutes, and a stall is retried.
+            .timeout_recv_response(Some(std::time::Duration::from_secs(300)))
+            .timeout_recv_body(Some(std::time::Duration::from_secs(300)))
             .tls_config(tls)
             .build()
             .into();

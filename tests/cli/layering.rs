@@ -458,3 +458,13 @@ fn an_unknown_layering_is_refused_naming_it() {
     attrs["layering"] = serde_json::json!("fastest");
     crate::errors::build_fails(&fixture, &attrs, &["`layering`", "\"fastest\"", "autolayer"]);
 }
+
+#[test]
+fn max_layers_above_the_bound_is_refused_naming_the_key() {
+    let (fixture, mut attrs) = crate::errors::small();
+    attrs["maxLayers"] = serde_json::json!(layering::MAX_LAYERS + 1);
+    crate::errors::build_fails(&fixture, &attrs, &["`maxLayers`", "1001", "125 layers"]);
+    attrs["maxLayers"] = serde_json::json!(layering::MAX_LAYERS);
+    let file = fixture.write_attrs("ok.attrs.json", &attrs);
+    fixture.run_ok(&["plan", "--attrs", file.to_str().unwrap()]);
+}

@@ -214,3 +214,43 @@ fn build_prints_a_line_per_layer_and_a_summary() {
     assert_eq!(String::from_utf8(output.stderr).unwrap().lines().count(), 4);
     assert_eq!(crate::fixture::read_docker_archive(&output.stdout).layers.len(), 3);
 }
+
+#[test]
+fn signals_mid_oci_output_remove_its_temporary_files() {
+    let (fixture, attrs) = slow_image(48);
+    let file = fixture.write_attrs("attrs.json", &attrs);
+    let temps = |dir: &std::path::Path| -> Vec<String> {
+        let mut found = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in fs::read_dir(&d).into_iter().flatten().flatten() {
+                let name = e.file_name().to_string_lossy().to_string();
+                if name.contains(".nix-layers-") {
+                    found.push(e.path().display().to_string());
+                }
+                if e.file_type().unwrap().is_dir() {
+                    stack.push(e.path());
+                }
+            }
+        }
+        found
+    };
+    for dest in ["oci-archive:out/img.tar", "oci:out/layout"] {
+        let mut child = fixture
+            .command(&["oci", "--threads", "1", "--attrs", file.to_str().unwrap(), dest])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Wait for a temporary file or directory: the layers are then being written.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while temps(&fixture.out_dir()).is_empty() {
+            assert!(Instant::now() < deadline, "{dest}: no temporary file appeared");
+            assert!(child.try_wait().unwrap().is_none(), "{dest}: ended before SIGTERM was sent");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+        let status = child.wait().unwrap();
+        assert_eq!(status.signal(), Some(15), "{dest}: {status}");
+        assert_eq!(temps(&fixture.out_dir()), Vec::<String>::new(), "{dest}");
+    }
+}
