@@ -187,3 +187,23 @@ fn push_over_tls_needs_the_ca_or_tls_verify_false() {
     let log = push_ok(&fixture, &attrs, &["--tls-verify=false"], &dest);
     assert!(log.contains("0 uploaded, 6 already present"), "{log}");
 }
+
+#[test]
+fn push_refuses_bad_references_before_reading_the_store() {
+    let (fixture, attrs) = small_image();
+    let digest = format!("sha256:{}", "a".repeat(64));
+    for (dest, expected) in [
+        ("ubuntu:1", "docker://"),
+        ("docker://ubuntu/x", "not a registry host"),
+        (&*format!("docker://localhost:1/t/x@{digest}"), "push takes a tag, not a digest"),
+    ] {
+        let out = push(&fixture, &attrs, &["--tls-verify=false"], dest);
+        assert_eq!(out.status.code(), Some(1), "{dest}");
+        assert!(stderr(&out).contains("nix-layers: error: ") && stderr(&out).contains(expected), "{dest}: {}", stderr(&out));
+    }
+    // Nothing listens: the error names the registry.
+    let port = harness::free_port();
+    let out = push(&fixture, &attrs, &["--tls-verify=false"], &format!("docker://127.0.0.1:{port}/t/x:v1"));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains(&format!("registry 127.0.0.1:{port}")), "{}", stderr(&out));
+}
