@@ -1,12 +1,13 @@
 //! The `nix-layers` command: argument parsing and dispatch only.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use nix_layers::archive::{write_image, Written};
 use nix_layers::attrs::{self, Attrs, Compressor};
 use nix_layers::compress::Compressed;
 use nix_layers::destination::hybrid_archive::write_archive;
 use nix_layers::destination::oci_layout::{OciArchive, OciLayout, OciTarget};
+use nix_layers::destination::registry::RegistryPush;
 use nix_layers::destination::Destination;
 use nix_layers::graph::Graph;
 use nix_layers::layering::{self, Input, Strategy};
@@ -14,6 +15,8 @@ use nix_layers::output::{self, write_atomically, AtomicFile};
 use nix_layers::pipeline::{plan_image, PlannedImage};
 use nix_layers::plan::human_size;
 use nix_layers::popularity;
+use nix_layers::registry::auth::Credentials;
+use nix_layers::registry::{Client, ClientOptions, Reference};
 use nix_layers::store_path::store_dir_from_env;
 use nix_layers::workers;
 use serde_json::Value;
@@ -74,6 +77,35 @@ enum Command {
         /// Compression of each layer blob.
         #[arg(long, value_name = "FORMAT", default_value = "gzip", value_parser = ["gzip", "zstd", "none"])]
         compression_format: String,
+        #[command(flatten)]
+        threads: Threads,
+    },
+    /// Push the image to a registry: `docker://HOST[:PORT]/NAME[:TAG]` (TAG defaults to
+    /// the image's tag). Blobs the registry has are not uploaded; the manifest goes last.
+    Push {
+        /// `docker://HOST[:PORT]/NAME[:TAG]`.
+        dest: String,
+        /// The attrs file.
+        #[arg(long, value_name = "FILE")]
+        attrs: Option<PathBuf>,
+        /// Compression of each layer blob.
+        #[arg(long, value_name = "FORMAT", default_value = "gzip", value_parser = ["gzip", "zstd", "none"])]
+        compression_format: String,
+        /// Credentials for the registry (no auth file is read then).
+        #[arg(long, value_name = "USER:PASS")]
+        creds: Option<String>,
+        /// The auth file to read credentials from (default: $REGISTRY_AUTH_FILE, then
+        /// containers' and docker's auth files and their credential helpers).
+        #[arg(long, value_name = "FILE")]
+        authfile: Option<PathBuf>,
+        /// Require HTTPS with a verified certificate; `--tls-verify=false` also allows a
+        /// self-signed certificate or plain HTTP.
+        #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+        tls_verify: bool,
+        /// A directory of CA certificates (`*.crt`) and a client certificate (`*.cert` +
+        /// `*.key`) for the registry.
+        #[arg(long, value_name = "DIR")]
+        cert_dir: Option<PathBuf>,
         #[command(flatten)]
         threads: Threads,
     },
@@ -168,6 +200,16 @@ fn run(cli: Cli) -> Result<()> {
         Command::Stream { file, attrs, threads } => stream_cmd(file.or(attrs), threads.count(), &store_dir),
         Command::Oci { dest, attrs, compression_format, threads } => {
             oci_cmd(&dest, attrs, &compression_format, threads.count(), &store_dir)
+        }
+        Command::Push { dest, attrs, compression_format, creds, authfile, tls_verify, cert_dir, threads } => {
+            let options = ClientOptions {
+                tls_verify,
+                cert_dir,
+                creds: creds.map(|c| Credentials::parse(&c).map_err(|e| anyhow!("--creds: {e}"))).transpose()?,
+                authfile,
+                ..ClientOptions::default()
+            };
+            push_cmd(&dest, attrs, compressor(&compression_format), &options, threads.count(), &store_dir)
         }
         Command::StreamScript { io } => stream_script_cmd(io, &store_dir),
         Command::Layers { file, key, layering, max_layers, pipeline, ignore } => {
@@ -306,11 +348,7 @@ fn print_plan_if_debug(image: &PlannedImage) {
 fn oci_cmd(dest: &str, attrs_file: Option<PathBuf>, compression: &str, threads: usize, store_dir: &str) -> Result<()> {
     let started = Instant::now();
     let (target, tag) = OciTarget::parse(dest)?;
-    let compressor = match compression {
-        "zstd" => Compressor::Zstd,
-        "none" => Compressor::None,
-        _ => Compressor::Gz,
-    };
+    let compressor = compressor(compression);
     let attrs = read_attrs(attrs_file.as_deref())?;
     let image = plan_image(&attrs, store_dir)?;
     drop(attrs); // the plan has what is needed; the raw closure JSON can go
@@ -322,6 +360,52 @@ fn oci_cmd(dest: &str, attrs_file: Option<PathBuf>, compression: &str, threads: 
         OciTarget::Archive(file) => Box::new(OciArchive::create(file, &tag, compressor, threads)?),
     };
     let written = write_image(destination.as_mut(), &spec, &layers, threads)?;
+    summary(written, started);
+    Ok(())
+}
+
+/// `--compression-format` (clap has checked the value).
+fn compressor(format: &str) -> Compressor {
+    match format {
+        "zstd" => Compressor::Zstd,
+        "none" => Compressor::None,
+        _ => Compressor::Gz,
+    }
+}
+
+fn push_cmd(
+    dest: &str,
+    attrs_file: Option<PathBuf>,
+    compressor: Compressor,
+    options: &ClientOptions,
+    threads: usize,
+    store_dir: &str,
+) -> Result<()> {
+    let started = Instant::now();
+    let reference = Reference::parse(dest)?;
+    if reference.digest.is_some() {
+        bail!("`{dest}`: push takes a tag, not a digest (the manifest's digest is known only once it is written)");
+    }
+    let attrs = read_attrs(attrs_file.as_deref())?;
+    let image = plan_image(&attrs, store_dir)?;
+    drop(attrs); // the plan has what is needed; the raw closure JSON can go
+    let layers = image.scan_layers(store_dir, threads)?;
+    let spec = image.into_spec();
+    let tag = reference.tag.clone().unwrap_or_else(|| spec.tag.clone());
+    // Connect (and learn how to authenticate) before any layer is read.
+    let client = Client::connect(reference.api_host(), options)?;
+    let mut push = RegistryPush::new(client, &reference.repository, &tag, compressor, threads, layers.len())?;
+    let written = write_image(&mut push, &spec, &layers, threads)?;
+    let stats = push.stats();
+    eprintln!(
+        "nix-layers: pushed {}/{}:{tag}@{}: {} uploaded, {} already present, {} sent",
+        reference.registry,
+        reference.repository,
+        push.manifest_digest().unwrap_or("?"),
+        stats.uploaded,
+        stats.present,
+        human_size(stats.bytes_sent)
+    );
     summary(written, started);
     Ok(())
 }

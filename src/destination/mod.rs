@@ -8,10 +8,12 @@
 //!
 //! Writers: [`hybrid_archive`] (what `build` and `stream` write: an OCI image layout and
 //! docker's `manifest.json` in one tar) and [`oci_layout`] (`oci:DIR` and
-//! `oci-archive:FILE`, compressed layers).
+//! `oci-archive:FILE`, compressed layers) and [`registry`] (`push docker://…`: the
+//! same compressed layers, uploaded unless the registry has them).
 
 pub mod hybrid_archive;
 pub mod oci_layout;
+pub mod registry;
 
 use crate::attrs::ImageSpec;
 use crate::layer::{hex, LayerDigest};

@@ -74,10 +74,10 @@ pub fn layer_media_type(compressor: Compressor) -> &'static str {
 }
 
 /// Counts and hashes what passes through to `inner`.
-struct Hashing<W> {
-    inner: W,
-    sha: Sha256,
-    size: u64,
+pub(crate) struct Hashing<W> {
+    pub(crate) inner: W,
+    pub(crate) sha: Sha256,
+    pub(crate) size: u64,
 }
 
 impl<W: Write> Write for Hashing<W> {

@@ -4,7 +4,11 @@
 //! Needs `docker-registry`, `apache2-utils` (htpasswd), `openssl` and `skopeo`;
 //! tests/run.sh installs them when missing.
 
+#[allow(dead_code)]
+#[path = "../cli/fixture.rs"]
+mod fixture;
 mod harness;
+mod push;
 
 use flate2::write::GzEncoder;
 use harness::{Mode, Registry, TokenServer};
