@@ -78,6 +78,8 @@ impl RegistryPush {
             .prefix("nix-layers-push-")
             .tempdir()
             .with_context(|| format!("cannot create a temporary directory in `{}`", std::env::temp_dir().display()))?;
+        // Compressed layers can be GBs: a signal must not leave them behind.
+        crate::output::track_temp(temp_dir.path().to_path_buf());
         Ok(RegistryPush {
             client,
             repository: repository.to_string(),
