@@ -358,26 +358,23 @@ struct FlatParents {
 
 impl FlatParents {
     fn new(graph: &Graph) -> FlatParents {
-        let mut start = Vec::with_capacity(graph.len() + 1);
-        let mut parents = Vec::new();
-        for p in &graph.parents {
-            start.push(parents.len() as u32);
-            parents.extend_from_slice(p);
-        }
-        start.push(parents.len() as u32);
-        FlatParents { start, parents }
+        FlatParents::flatten(&graph.parents)
     }
 
     /// The children of every node, flat in the same way.
     fn children_of(graph: &Graph) -> FlatParents {
-        let mut start = Vec::with_capacity(graph.len() + 1);
-        let mut children = Vec::new();
-        for c in &graph.children {
-            start.push(children.len() as u32);
-            children.extend_from_slice(c);
+        FlatParents::flatten(&graph.children)
+    }
+
+    fn flatten(lists: &[Vec<u32>]) -> FlatParents {
+        let mut start = Vec::with_capacity(lists.len() + 1);
+        let mut flat = Vec::new();
+        for list in lists {
+            start.push(flat.len() as u32);
+            flat.extend_from_slice(list);
         }
-        start.push(children.len() as u32);
-        FlatParents { start, parents: children }
+        start.push(flat.len() as u32);
+        FlatParents { start, parents: flat }
     }
 
     fn of(&self, v: u32) -> &[u32] {

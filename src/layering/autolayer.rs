@@ -98,13 +98,8 @@ fn sort_key(path: &str) -> (&str, &str) {
 }
 
 /// The name a person recognises: the last component without its hash.
-fn short_name(path: &str) -> &str {
-    let base = path.rsplit('/').next().unwrap_or(path);
-    base.split_once('-').map_or(base, |(_, name)| name)
-}
-
 fn reason(input: &Input<'_>, primaries: &[u32]) -> String {
-    let name = |node: u32| short_name(&input.graph.paths[node as usize]);
+    let name = |node: u32| super::name_of(&input.graph.paths[node as usize]);
     match primaries {
         [] => "paths no large path uses (roots and what only they use)".into(),
         [one] => format!("large path {} and its dependencies no other large path uses", name(*one)),

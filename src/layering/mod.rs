@@ -69,6 +69,14 @@ impl Strategy {
     }
 }
 
+/// A store path's name without its directory and hash (`/nix/store/abc…-glibc-2.39` →
+/// `glibc-2.39`): what layer reasons print, and what reuse decides by (names survive an
+/// update; hashes do not).
+pub fn name_of(path: &str) -> &str {
+    let base = path.rsplit_once('/').map_or(path, |(_, base)| base);
+    base.split_once('-').map_or(base, |(_, name)| name)
+}
+
 /// One store layer: its paths, in the order they are written, and why it exists.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoreLayer {

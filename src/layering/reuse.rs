@@ -28,7 +28,7 @@
 //! changes hashes leaves every other layer, and the order of the layers below it, as it
 //! was. `bench/reuse` measures it against nixpkgs' auto-layer.
 
-use super::{Input, StoreLayer};
+use super::{name_of, Input, StoreLayer};
 use crate::graph::Graph;
 use crate::popularity::tie_break_key;
 use std::cmp::{Ordering, Reverse};
@@ -358,11 +358,6 @@ fn bucket(path: &str, buckets: usize) -> usize {
     (mix(fnv(name_of(path).as_bytes())) % buckets as u64) as usize
 }
 
-/// A store path's name: what follows the hash (`/nix/store/abc-hello-2.10` → `hello-2.10`).
-fn name_of(path: &str) -> &str {
-    let base = path.rsplit_once('/').map_or(path, |(_, base)| base);
-    base.split_once('-').map_or(base, |(_, name)| name)
-}
 
 /// Each path's closure (itself included) as the [`SKETCH`] smallest hashes of the names
 /// in it, from which [`estimate`] tells its size (exact for closures that small).
