@@ -379,6 +379,18 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Why a vector's run failed (`None` when it printed exactly `expected`): the exit status
+/// and stderr, or where the output first differs.
+pub fn vector_mismatch(name: &str, output: &Output, expected: &[u8]) -> Option<String> {
+    if !output.status.success() {
+        return Some(format!("{name}: exit {}: {}", output.status, String::from_utf8_lossy(&output.stderr)));
+    }
+    (output.stdout != expected).then(|| {
+        let diff = first_difference(&String::from_utf8_lossy(expected), &String::from_utf8_lossy(&output.stdout));
+        format!("{name}: output differs at {diff}")
+    })
+}
+
 /// The first line where `expected` and `actual` differ, for failure messages.
 pub fn first_difference(expected: &str, actual: &str) -> String {
     let (mut e, mut a) = (expected.lines(), actual.lines());

@@ -1,7 +1,7 @@
 //! `nix-layers layers`: nixpkgs' auto-layer.py vectors byte for byte, and the promises
 //! every strategy keeps, checked on generated graphs through the library.
 
-use crate::fixture::{first_difference, Fixture};
+use crate::fixture::{vector_mismatch, Fixture};
 use nix_layers::attrs::GraphEntry;
 use nix_layers::graph::Graph;
 use nix_layers::layering::{self, Input, StoreLayer, Strategy as Layering};
@@ -49,13 +49,7 @@ fn every_shared_vector_matches_auto_layer_py() {
         let expected = fs::read(expected).unwrap();
         let max_layers = (limit + 1).to_string();
         let args = ["layers", graph.to_str().unwrap(), "--layering", "autolayer", "--max-layers", &max_layers];
-        let output = fixture.run(&args);
-        if !output.status.success() {
-            failures.push(format!("{name}: exit {}: {}", output.status, String::from_utf8_lossy(&output.stderr)));
-        } else if output.stdout != expected {
-            let diff = first_difference(&String::from_utf8_lossy(&expected), &String::from_utf8_lossy(&output.stdout));
-            failures.push(format!("{name}: output differs at {diff}"));
-        }
+        failures.extend(vector_mismatch(name, &fixture.run(&args), &expected));
     }
     assert!(
         failures.is_empty(),

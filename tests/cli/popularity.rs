@@ -1,6 +1,6 @@
 //! `nix-layers popularity`: the shared vectors, byte for byte, and the builder mode.
 
-use crate::fixture::{first_difference, Fixture};
+use crate::fixture::{vector_mismatch, Fixture};
 use serde_json::{json, Value};
 use std::fs;
 use std::path::PathBuf;
@@ -44,13 +44,7 @@ fn every_shared_vector_matches_closure_graph_py() {
             failures.push(format!("{name}: `{}` is missing", expected.display()));
             continue;
         };
-        let output = fixture.run(&["popularity", attrs.to_str().unwrap(), "graph"]);
-        if !output.status.success() {
-            failures.push(format!("{name}: exit {}: {}", output.status, String::from_utf8_lossy(&output.stderr)));
-        } else if output.stdout != expected {
-            let diff = first_difference(&String::from_utf8_lossy(&expected), &String::from_utf8_lossy(&output.stdout));
-            failures.push(format!("{name}: output differs at {diff}"));
-        }
+        failures.extend(vector_mismatch(name, &fixture.run(&["popularity", attrs.to_str().unwrap(), "graph"]), &expected));
     }
     assert!(
         failures.is_empty(),
