@@ -17,13 +17,13 @@ fromimage_expr() {
             base = api.buildLayeredImage { name = \"fi-base\"; tag = \"latest\";
               contents = [ pkgs.bash pkgs.coreutils ];
               config.Env = [ \"FROM_BASE=yes\" \"SHARED=base\" ]; };
-            marker = pkgs.writeText \"fi-marker\" \"from the top image\";
+            marker = pkgs.writeText \"fi-marker\" \"from the top image\\n\";
             top = api.buildLayeredImage { name = \"fi-top\"; tag = \"latest\"; fromImage = base;
               contents = [ pkgs.hello ]; maxLayers = MAXLAYERS;
               config.Env = [ \"SHARED=top\" \"TOP=yes\" ];
               config.Cmd = [ \"/bin/sh\" \"-c\" \"hello; cat \${marker}; echo env: \$FROM_BASE \$SHARED \$TOP; test -L /bin/cat && test -L /bin/hello && echo both-bins\" ]; };
             stream = api.streamLayeredImage { name = \"fi-stream\"; tag = \"latest\"; fromImage = top;
-              config.Cmd = [ \"/bin/sh\" \"-c\" \"echo streamed; hello\" ]; };
+              config.Cmd = [ \"/bin/sh\" \"-c\" \"echo streamed; \${pkgs.hello}/bin/hello\" ]; };
         in { inherit base top stream; }"
 }
 
@@ -87,7 +87,7 @@ env: yes top yes"
       check_eq "fromimage: the stream starts with the top image's layers" "$top_sums" \
         "$(for l in $(tar -xOf "$E2E_TMP/fi-stream.tar" manifest.json | jq -r '.[0].Layers[]' | head -n "$base_layers"); do
              tar -xOf "$E2E_TMP/fi-stream.tar" "$l" | sha256sum | cut -d' ' -f1; done)"
-      load=$("$script" | docker load 2>&1); ref=$(echo "$load" | sed -n 's/^Loaded image: //p' | tail -1)
+      load=$("$script" 2>/dev/null | docker load 2>&1); ref=$(echo "$load" | sed -n 's/^Loaded image: //p' | tail -1)
       if [ -n "$ref" ]; then
         check_contains "fromimage: ./stream | docker load; docker run" "$(docker run --rm --network none "$ref" 2>&1)" "streamed
 Hello, world!"
