@@ -68,7 +68,10 @@ pub fn write_image(
         );
     }
     let known: Vec<KnownLayer> =
-        layers.iter().map(|l| KnownLayer { key: l.key, diff_id: l.key.and_then(|k| cache.diff_id(&k)) }).collect();
+        layers
+            .iter()
+            .map(|l| KnownLayer { key: l.key, diff_id: l.source.known_diff_id().or_else(|| l.key.and_then(|k| cache.diff_id(&k))) })
+            .collect();
     let present = dest.present(&known)?;
     if present.len() != layers.len() || present.iter().zip(&known).any(|(&p, k)| p && k.diff_id.is_none()) {
         bail!("internal error: the destination reported a layer present whose diff_id is unknown");
@@ -121,22 +124,28 @@ pub fn write_image(
     })
 }
 
-/// `1 path` or `N paths`.
+/// `1 path`, `N paths` or `base image layer `NAME``.
 fn what(layer: &ImageLayer) -> String {
-    match layer.paths {
-        1 => "1 path".to_string(),
-        n => format!("{n} paths"),
+    match (&layer.source, layer.paths) {
+        (LayerSource::Base(base), _) => format!("base image layer `{}`", base.member),
+        (_, 1) => "1 path".to_string(),
+        (_, n) => format!("{n} paths"),
     }
 }
 
-/// The image config: `created`, `architecture`, `os`, `config` as given, `rootfs` and one
-/// `history` entry per layer. Keys are sorted (serde_json's map), so bytes are stable.
+/// The image config: `created`, `architecture`, `os`, `config` as given (with a base
+/// image's `Env` merged in, see [`crate::base_image`]), `rootfs` and one `history` entry
+/// per layer (a base image's layers keep the base's entries instead). Keys are sorted (serde_json's map), so bytes are stable.
 /// The same bytes go into every destination: the image id (the config's digest) does not
 /// depend on where the image is written.
 fn image_config(spec: &ImageSpec, layers: &[ImageLayer], digests: &[LayerDigest]) -> Vec<u8> {
+    // A base image's layers keep the base's own history entries (`empty_layer` ones included).
     let history: Vec<Value> = layers
         .iter()
-        .map(|l| json!({ "created": spec.created.text, "created_by": "nix-layers", "comment": l.comment }))
+        .flat_map(|l| match &l.source {
+            LayerSource::Base(base) if !base.history.is_empty() => base.history.clone(),
+            _ => vec![json!({ "created": spec.created.text, "created_by": "nix-layers", "comment": l.comment })],
+        })
         .collect();
     let mut config = json!({
         "created": spec.created.text,

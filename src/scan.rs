@@ -14,6 +14,7 @@
 //! files scanned or fails naming the one that changed.
 
 use crate::cache::{KeyBuilder, LayerKey};
+use crate::layer::LayerDigest;
 use crate::nixdb::DbFile;
 use crate::nofollow::{self, Child, FileId};
 use crate::plan::Customisation;
@@ -96,6 +97,9 @@ pub enum LayerSource {
         /// file, whatever happens to the path meanwhile.
         file: File,
     },
+    /// A layer of the base image (`fromImage`), copied byte for byte and checked against
+    /// the diff_id the base config gives it while it is copied.
+    Base(crate::base_image::BaseLayer),
 }
 
 impl LayerSource {
@@ -106,6 +110,7 @@ impl LayerSource {
                 entries.iter().map(|e| e.header(owner).entry_len()).sum::<u64>() + tar_header::END_LEN
             }
             LayerSource::Prebuilt { size, .. } => *size,
+            LayerSource::Base(base) => base.size,
         }
     }
 
@@ -143,6 +148,14 @@ impl LayerSource {
                 }
                 Some(key.finish())
             }
+            // Its bytes are checked against the diff_id while copied: the diff_id is the key.
+            LayerSource::Base(base) => {
+                let mut key = KeyBuilder::new(&Owner { uid: 0, gid: 0, uname: String::new(), gname: String::new(), mtime: 0 });
+                key.bytes(b"base");
+                key.bytes(&base.diff_id);
+                key.number(base.size);
+                Some(key.finish())
+            }
             // A store file never changes in place; rebuilt after a garbage collection, it
             // is a new inode with a new change time.
             LayerSource::Prebuilt { path, size, file } => {
@@ -160,11 +173,19 @@ impl LayerSource {
         }
     }
 
+    /// The diff_id known before reading the layer: a base image layer's, from its config.
+    pub fn known_diff_id(&self) -> Option<LayerDigest> {
+        match self {
+            LayerSource::Base(base) => Some(LayerDigest { sha256: base.diff_id, size: base.size }),
+            _ => None,
+        }
+    }
+
     /// Number of files whose data the layer reads.
     pub fn file_count(&self) -> usize {
         match self {
             LayerSource::Entries { entries, .. } => entries.iter().filter(|e| e.kind == Kind::File).count(),
-            LayerSource::Prebuilt { .. } => 1,
+            LayerSource::Prebuilt { .. } | LayerSource::Base(_) => 1,
         }
     }
 }

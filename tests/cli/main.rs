@@ -9,6 +9,7 @@ mod cache;
 mod determinism;
 mod errors;
 mod fixture;
+mod fromimage;
 mod hostile;
 mod hostile_values;
 mod image;
