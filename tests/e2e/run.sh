@@ -7,6 +7,7 @@
 #   push.sh        `push` to a local docker-registry, then docker and podman pull + run; re-push uploads nothing
 #   popularity.sh  referencesByPopularity == `nix-layers popularity` on the same graph
 #   nixdb.sh       includeNixDB: the unpacked image is a store the real Nix verifies
+#   compat.sh      nixpkgs' docker-tools NixOS tests, one case each, in docker and podman (docs/compat.md)
 # As root on Debian 12; installs missing packages with apt-get. Ends with one line
 # "N passed, N failed" and exits nonzero on any failure.
 # E2E_ONLY="eval build" runs only those suites (the binary is built and the stand-in filled anyway).
@@ -31,7 +32,7 @@ echo "== cargo build (static)"
 NIX_LAYERS=$REPO/target/x86_64-unknown-linux-gnu/release/nix-layers
 standin_prepare "$NIX_LAYERS"
 
-for s in eval build images oci push popularity nixdb; do
+for s in eval build images oci push popularity nixdb compat; do
   if [ -z "${E2E_ONLY:-}" ] || [[ " $E2E_ONLY " == *" $s "* ]]; then
     t0=$(date +%s); . "$E2E/$s.sh"; echo "   ($s: $(( $(date +%s) - t0 )) s)"
   fi
