@@ -29,25 +29,35 @@ let
   flake = (import (repo + "/flake.nix")).outputs { self = flake; nixpkgs = null; };
   pkgs = import standin { system = "x86_64-linux"; overlays = [ flake.overlays.default ]; };
   inherit (pkgs) hello bash coreutils busybox writeText runCommand;
-  inherit (pkgs.dockerTools) buildLayeredImage buildLayeredImageWithNixDb;
+  inherit (pkgs.dockerTools) buildLayeredImage buildLayeredImageWithNixDb streamLayeredImage;
 
   # A docker-archive written with plain tar and sha256sum, the layout of nixpkgs'
   # buildImage / `docker save` (<id>/layer.tar, <id>/json, <id>/VERSION, <sha>.json config,
   # manifest.json, repositories), gzipped as buildImage does. `layers` are shell snippets
   # run in an empty directory that becomes the layer; `order` lists the layers (by index)
-  # as the manifest and rootfs.diff_ids name them, so a layer may appear twice.
-  dockerArchive = { name, layers, order ? builtins.genList (i: i) (builtins.length layers), env ? [ ] }:
+  # as the manifest and rootfs.diff_ids name them, so a layer may appear twice. With
+  # `linked`, each layer tar is stored once as <sha>.tar, which the manifest names, and
+  # <id>/layer.tar is a symlink to it: the shape of nixpkgs' own fixture for #214434 (and
+  # of `docker save` since Docker 25).
+  dockerArchive = { name, layers, order ? builtins.genList (i: i) (builtins.length layers), env ? [ ], linked ? false }:
     let
       n = builtins.length layers;
-      layerScript = i: ''
-        mkdir root${toString i}
-        (cd root${toString i} && ${builtins.elemAt layers i})
-        tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@1 -C root${toString i} -cf layer${toString i}.tar .
-        h${toString i}=$(sha256sum layer${toString i}.tar | cut -d' ' -f1)
-        mkdir archive/$h${toString i}
-        mv layer${toString i}.tar archive/$h${toString i}/layer.tar
-        echo '1.0' > archive/$h${toString i}/VERSION
-        printf '{"id":"%s"}' $h${toString i} > archive/$h${toString i}/json
+      layerScript = i: let I = toString i; in ''
+        mkdir root${I}
+        (cd root${I} && ${builtins.elemAt layers i})
+        tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@1 -C root${I} -cf layer${I}.tar .
+        h${I}=$(sha256sum layer${I}.tar | cut -d' ' -f1)
+        mkdir archive/$h${I}
+        if [ -n "${if linked then "1" else ""}" ]; then
+          mv layer${I}.tar archive/$h${I}.tar
+          ln -s ../$h${I}.tar archive/$h${I}/layer.tar
+          f${I}=$h${I}.tar
+        else
+          mv layer${I}.tar archive/$h${I}/layer.tar
+          f${I}=$h${I}/layer.tar
+        fi
+        echo '1.0' > archive/$h${I}/VERSION
+        printf '{"id":"%s"}' $h${I} > archive/$h${I}/json
       '';
       list = f: builtins.concatStringsSep "," (map f order);
     in
@@ -57,7 +67,7 @@ let
       printf '{"architecture":"amd64","os":"linux","created":"1970-01-01T00:00:01Z","config":{"Env":${builtins.toJSON env},"Cmd":["/bin/sh"]},"rootfs":{"type":"layers","diff_ids":[${list (i: "\"sha256:$h${toString i}\"")}]}}' > config.json
       c=$(sha256sum config.json | cut -d' ' -f1)
       mv config.json archive/$c.json
-      printf '[{"Config":"%s.json","RepoTags":["${name}:latest"],"Layers":[${list (i: "\"$h${toString i}/layer.tar\"")}]}]' $c > archive/manifest.json
+      printf '[{"Config":"%s.json","RepoTags":["${name}:latest"],"Layers":[${list (i: "\"$f${toString i}\"")}]}]' $c > archive/manifest.json
       printf '{"${name}":{"latest":"%s"}}' $h${toString (builtins.elemAt order (builtins.length order - 1))} > archive/repositories
       (cd archive && tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@1 -cf - $(ls)) | gzip -n > $out
     '';
@@ -85,7 +95,8 @@ rec {
     extraCommands = "echo from-child > child-release";
     config.Cmd = [ "/bin/sh" "-c" "cat /etc/base-release /child-release && /bin/hello" ];
   };
-  on-on-layered = buildLayeredImage {
+  # (a streamLayeredImage: it reads its base when run)
+  on-on-layered = streamLayeredImage {
     name = "compat-on-on-layered"; tag = "latest";
     fromImage = on-layered;
     extraCommands = "echo from-grandchild > grandchild-release";
@@ -152,6 +163,7 @@ rec {
       "mkdir etc && echo middle > etc/middle"
     ];
     order = [ 0 1 0 ];
+    linked = true;
   };
   on-repeated = buildLayeredImage {
     name = "compat-on-repeated"; tag = "latest";
@@ -200,12 +212,18 @@ case_end() {
   echo "  $r $CASE_NAME"; COMPAT_RESULTS+=("$r $CASE_NAME")
 }
 # build_image ATTR: builds it, or fails "<case>: ATTR builds" (with Nix's error) and returns 1.
-# Sets IMG (the out path) and TARBALL (the uncompressed archive, for podman and tar).
+# Sets IMG (the out path; for a stream script, the archive it wrote) and TARBALL (the
+# uncompressed archive, for podman and tar).
 build_image() {
   IMG=$(cb "$1" 2>"$E2E_TMP/stderr"); local rc=$?
   if [ $rc -ne 0 ] || [ -z "$IMG" ]; then fail "$CASE_NAME: $1 builds"; return 1; fi
   pass "$CASE_NAME: $1 builds (real Nix, sandbox, through the overlay)"
-  TARBALL=$COMPAT/$1.tar; uncompressed "$IMG" "$TARBALL"
+  TARBALL=$COMPAT/$1.tar
+  if [ "$(head -c 2 "$IMG")" = '#!' ]; then
+    "$IMG" > "$TARBALL" 2>"$E2E_TMP/stderr" || { fail "$CASE_NAME: ./result of $1 writes the image"; return 1; }
+    pass "$CASE_NAME: ./result of $1 (streamLayeredImage) writes the image"
+    IMG=$TARBALL
+  else uncompressed "$IMG" "$TARBALL"; fi
 }
 # load_both ATTR REPO_TAG: docker load of the image as built and podman load of the plain
 # archive; both must load under REPO_TAG.
@@ -331,8 +349,8 @@ case_end
 # --- 6 ------------------------------------------------------------------------------------
 case_begin "6 repeated base layers (a base manifest listing one layer twice, nixpkgs#214434)"
 if build_image repeated-base; then
-  check_eq "$CASE_NAME: the base's manifest lists layer 1 twice (3 entries, 2 distinct)" "3 2" \
-    "$(tar -xOf "$TARBALL" manifest.json | jq -r '.[0].Layers | "\(length) \(unique | length)"')"
+  check_eq "$CASE_NAME: the base's manifest lists layer 1 twice (3 entries, 2 distinct), <id>/layer.tar are symlinks" "3 2 2" \
+    "$(tar -xOf "$TARBALL" manifest.json | jq -r '.[0].Layers | "\(length) \(unique | length)"') $(tar -tvf "$TARBALL" | grep -c '^l.*/layer.tar -> ')"
   load_both repeated-base compat-repeated-base:latest
   base_layers=$(d_layers compat-repeated-base:latest)
   if build_image on-repeated; then
@@ -365,6 +383,9 @@ if build_image nix-db; then
     check_eq "$CASE_NAME: nix-store -qR in the container's filesystem = on the host" \
       "$(nix-store -qR "$hello" "$bash_" "$coreutils" | LC_ALL=C sort)" \
       "$(nix-store --store "local?root=$root" -qR "$hello" "$bash_" "$coreutils" 2>&1 | LC_ALL=C sort)"
+    check_eq "$CASE_NAME: nix-store -q --references (bash) in the container's filesystem = on the host" \
+      "$(nix-store -q --references "$bash_" | LC_ALL=C sort)" \
+      "$(nix-store --store "local?root=$root" -q --references "$bash_" 2>&1 | LC_ALL=C sort)"
     out=$(nix-store --store "local?root=$root" --verify --check-contents 2>&1); rc=$?
     if [ $rc -eq 0 ] && ! echo "$out" | grep -qiE "error|modified|invalid|warning"; then
       pass "$CASE_NAME: nix-store --verify --check-contents passes"
