@@ -64,11 +64,18 @@ let
     runCommand "${name}.tar.gz" { } ''
       mkdir archive
       ${builtins.concatStringsSep "\n" (builtins.genList layerScript n)}
-      printf '{"architecture":"amd64","os":"linux","created":"1970-01-01T00:00:01Z","config":{"Env":${builtins.toJSON env},"Cmd":["/bin/sh"]},"rootfs":{"type":"layers","diff_ids":[${list (i: "\"sha256:$h${toString i}\"")}]}}' > config.json
+      # (unquoted here-documents: the shell fills in the layer hashes)
+      cat > config.json <<EOF
+      {"architecture":"amd64","os":"linux","created":"1970-01-01T00:00:01Z","config":{"Env":${builtins.toJSON env},"Cmd":["/bin/sh"]},"rootfs":{"type":"layers","diff_ids":[${list (i: "\"sha256:$h${toString i}\"")}]}}
+      EOF
       c=$(sha256sum config.json | cut -d' ' -f1)
       mv config.json archive/$c.json
-      printf '[{"Config":"%s.json","RepoTags":["${name}:latest"],"Layers":[${list (i: "\"$f${toString i}\"")}]}]' $c > archive/manifest.json
-      printf '{"${name}":{"latest":"%s"}}' $h${toString (builtins.elemAt order (builtins.length order - 1))} > archive/repositories
+      cat > archive/manifest.json <<EOF
+      [{"Config":"$c.json","RepoTags":["${name}:latest"],"Layers":[${list (i: "\"$f${toString i}\"")}]}]
+      EOF
+      cat > archive/repositories <<EOF
+      {"${name}":{"latest":"$h${toString (builtins.elemAt order (builtins.length order - 1))}"}}
+      EOF
       (cd archive && tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@1 -cf - $(ls)) | gzip -n > $out
     '';
 
