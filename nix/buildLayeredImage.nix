@@ -8,6 +8,7 @@
 
 { name
 , tag ? null
+, fromImage ? null
 , contents ? [ ]
 , config ? { }
 , created ? "1970-01-01T00:00:01Z"
@@ -40,7 +41,7 @@ in
 internalImage {
   command = "build";
   drvName = "${baseNameOf name}.tar${ext}";
-  inherit compressor name tag contents config created mtime maxLayers layering layeringPipeline
+  inherit compressor name tag fromImage contents config created mtime maxLayers layering layeringPipeline
     uid gid uname gname
     architecture includeStorePaths extraCommands fakeRootCommands meta
     variant enableFakechroot debug;

@@ -15,6 +15,7 @@
 , architecture, includeStorePaths, extraCommands, fakeRootCommands, passthru, meta
 , variant, enableFakechroot, debug
 , includeNixDB ? false  # the builder writes a Nix database of the closure of contents
+, fromImage ? null      # a base image archive: its layers come first
 }:
 
 assert lib.assertMsg (maxLayers > 1)
@@ -173,6 +174,11 @@ let
       variant debug includeStorePaths includeNixDB;
     contents = contentsPaths;
     customisationLayer = if customisationLayer == null then null else "${customisationLayer}";
+    # The archive's path (a store path: a derivation's output, or a path literal copied to
+    # the store). Its string context makes it an input of the build, and of the stream
+    # script's closure, which reads it when run; it is never a root of `closure`, so it
+    # is not a store layer of the image.
+    fromImage = if fromImage == null then null else "${fromImage}";
   } // (if compressor == null then { } else { inherit compressor; }) // layeringAttrs // pipelineAttrs
     // closureAttrs);
 

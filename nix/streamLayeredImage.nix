@@ -8,6 +8,7 @@
 
 { name
 , tag ? null
+, fromImage ? null
 , contents ? [ ]
 , config ? { }
 , created ? "1970-01-01T00:00:01Z"
@@ -35,7 +36,7 @@ internalImage {
   command = "stream-script";
   drvName = "stream-${baseNameOf name}";
   compressor = null;
-  inherit name tag contents config created mtime maxLayers layering layeringPipeline
+  inherit name tag fromImage contents config created mtime maxLayers layering layeringPipeline
     uid gid uname gname
     architecture includeStorePaths extraCommands fakeRootCommands meta
     variant enableFakechroot debug;

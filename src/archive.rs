@@ -66,9 +66,10 @@ pub fn write_image(dest: &mut dyn Destination, spec: &ImageSpec, layers: &[Image
             Event::Chunk(bytes) => dest.layer_chunk(bytes),
             Event::Finished(digest) => {
                 dest.end_layer(digest)?;
-                let what = match layers[i].paths {
-                    1 => "1 path".to_string(),
-                    n => format!("{n} paths"),
+                let what = match (&layers[i].source, layers[i].paths) {
+                    (LayerSource::Base(base), _) => format!("base image layer `{}`", base.member),
+                    (_, 1) => "1 path".to_string(),
+                    (_, n) => format!("{n} paths"),
                 };
                 eprintln!("nix-layers: layer {}/{}: {what}, {}", i + 1, layers.len(), human_size(digest.size));
                 digests.push(digest);
@@ -81,14 +82,19 @@ pub fn write_image(dest: &mut dyn Destination, spec: &ImageSpec, layers: &[Image
     Ok(Written { layers: layers.len(), layer_bytes: digests.iter().map(|d| d.size).sum() })
 }
 
-/// The image config: `created`, `architecture`, `os`, `config` as given, `rootfs` and one
-/// `history` entry per layer. Keys are sorted (serde_json's map), so bytes are stable.
+/// The image config: `created`, `architecture`, `os`, `config` as given (with a base
+/// image's `Env` merged in, see [`crate::base_image`]), `rootfs` and one `history` entry
+/// per layer (a base image's layers keep the base's entries instead). Keys are sorted (serde_json's map), so bytes are stable.
 /// The same bytes go into every destination: the image id (the config's digest) does not
 /// depend on where the image is written.
 fn image_config(spec: &ImageSpec, layers: &[ImageLayer], digests: &[LayerDigest]) -> Vec<u8> {
+    // A base image's layers keep the base's own history entries (`empty_layer` ones included).
     let history: Vec<Value> = layers
         .iter()
-        .map(|l| json!({ "created": spec.created.text, "created_by": "nix-layers", "comment": l.comment }))
+        .flat_map(|l| match &l.source {
+            LayerSource::Base(base) if !base.history.is_empty() => base.history.clone(),
+            _ => vec![json!({ "created": spec.created.text, "created_by": "nix-layers", "comment": l.comment })],
+        })
         .collect();
     let mut config = json!({
         "created": spec.created.text,

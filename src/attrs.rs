@@ -418,6 +418,8 @@ pub struct ImageSpec {
     pub include_nix_db: bool,
     /// A prebuilt last layer (`<path>/layer.tar`), from extraCommands/fakeRootCommands.
     pub customisation_layer: Option<StorePath>,
+    /// The base image archive (`fromImage`), whose layers come first.
+    pub from_image: Option<PathBuf>,
     /// `outputs.out`, when Nix gave one.
     pub out: Option<String>,
 }
@@ -503,6 +505,15 @@ impl ImageSpec {
                     .context("key `customisationLayer`")?,
             ),
         };
+        // Any file: a store path from Nix, or a path given by hand (read at run time by
+        // `stream`, so a stream script's base is never unpacked into the store).
+        let from_image = match attrs.get("fromImage")? {
+            None => None,
+            Some(v) => match as_str("fromImage", &v)? {
+                "" => bail!("key `fromImage`: an empty string; give the base image archive's path, or null"),
+                path => Some(PathBuf::from(path)),
+            },
+        };
         Ok(ImageSpec {
             name,
             tag,
@@ -523,6 +534,7 @@ impl ImageSpec {
             include_store_paths,
             include_nix_db: attrs.bool_or("includeNixDB", false)?,
             customisation_layer,
+            from_image,
             out,
         })
     }

@@ -192,13 +192,25 @@ fn write_layer(source: &LayerSource, pool: &BufferPool, cancelled: &AtomicBool, 
             }
             copy_exact(&mut chunks, &mut ReadAt::new(file, *size), path, *size)?
         }
+        LayerSource::Base(base) => {
+            let read = chunks.fill_from(&mut base.reader(), base.size).with_context(|| format!("cannot read {}", base.describe()))?;
+            if read < base.size {
+                bail!("{} is truncated: only {read} of its {} bytes could be read", base.describe(), base.size);
+            }
+        }
     }
     chunks.finish()?;
     let expected = source.size();
     if size != expected {
         return Err(anyhow!("internal error: layer is {size} bytes, {expected} were planned"));
     }
-    Ok(LayerDigest { sha256: sha.finalize().into(), size })
+    let sha256: [u8; 32] = sha.finalize().into();
+    if let LayerSource::Base(base) = source {
+        // Its bytes are already on their way: a stream ends with this error (`build` and
+        // `oci` leave nothing behind, `push` never puts the manifest).
+        base.check(&sha256)?;
+    }
+    Ok(LayerDigest { sha256, size })
 }
 
 /// Opens the files of a store layer being written, checking each against the scan.

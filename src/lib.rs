@@ -1,7 +1,7 @@
 //! nix-layers: layered Docker images from Nix closures, in one pass.
 //!
 //! The data flows one way, one module per stage:
-//! [`attrs`] (`.attrs.json` → checked values) → [`graph`] (the closure as a DAG) →
+//! [`attrs`] (`.attrs.json` → checked values; [`base_image`] reads `fromImage`) → [`graph`] (the closure as a DAG) →
 //! [`layering`] (which path goes in which store layer: one strategy per file, among them
 //! [`popularity`], nixpkgs' order exactly) → [`plan`] (the image's layers) →
 //! [`scan`] (the files of each layer, sized from metadata) → [`layer`] (tar bytes) →
@@ -14,6 +14,7 @@
 
 pub mod archive;
 pub mod attrs;
+pub mod base_image;
 pub mod compress;
 pub mod destination;
 pub mod graph;

@@ -2,6 +2,7 @@
 
 use crate::archive::ImageLayer;
 use crate::attrs::{Attrs, ImageSpec};
+use crate::base_image::BaseImage;
 use crate::graph::Graph;
 use crate::plan::{self, Customisation, LayerPlan};
 use crate::nixdb::NixDb;
@@ -22,14 +23,34 @@ pub struct PlannedImage {
     pub plan: LayerPlan,
     /// The Nix database to add (`includeNixDB`).
     pub nix_db: Option<NixDb>,
+    /// The base image (`fromImage`), its layers first in the image.
+    pub base: Option<BaseImage>,
 }
 
-/// attrs → spec → graph → layering → plan. Reads nothing from disk.
+/// attrs → spec → graph → layering → plan. Reads nothing from disk but the base image's
+/// manifest and config (`fromImage`; a compressed one is decompressed to a temporary file).
 ///
 /// # Errors
 /// Any bad attribute or graph.
 pub fn plan_image(attrs: &Attrs, store_dir: &str) -> Result<PlannedImage> {
-    let spec = ImageSpec::from_attrs(attrs, store_dir)?;
+    let mut spec = ImageSpec::from_attrs(attrs, store_dir)?;
+    let base = match &spec.from_image {
+        Some(path) => {
+            let base = BaseImage::open(path, &spec.architecture)
+                .with_context(|| format!("key `fromImage`: base image `{}`", path.display()))?;
+            // As nixpkgs: the base's `Env` is inherited (ours wins), nothing else of its config.
+            spec.config = base.merged_config(&spec.config)?;
+            if let Some(arch) = base.architecture.as_deref().filter(|a| *a != spec.architecture) {
+                eprintln!(
+                    "nix-layers: warning: the base image `{}` is for architecture {arch:?}, this image for {:?}",
+                    path.display(),
+                    spec.architecture
+                );
+            }
+            Some(base)
+        }
+        None => None,
+    };
     let graph = spec.closure(attrs)?;
     // Only real store paths may enter an image: no `..`, nothing outside the store.
     let store_paths = graph
@@ -38,14 +59,14 @@ pub fn plan_image(attrs: &Attrs, store_dir: &str) -> Result<PlannedImage> {
         .enumerate()
         .map(|(i, p)| StorePath::parse(store_dir, p).with_context(|| format!("key `closure[{i}].path`")))
         .collect::<Result<Vec<_>>>()?;
-    let plan = plan::plan_layers(&spec, &graph)?;
+    let plan = plan::plan_layers(&spec, &graph, base.as_ref())?;
     let nix_db = if spec.include_nix_db {
         let graph_json = attrs.list_text("closure").unwrap_or("[]");
         Some(NixDb::from_graph_json(graph_json, &spec.contents, spec.mtime.unix)?)
     } else {
         None
     };
-    Ok(PlannedImage { spec, graph, store_paths, plan, nix_db })
+    Ok(PlannedImage { spec, graph, store_paths, plan, nix_db, base })
 }
 
 impl PlannedImage {
@@ -70,6 +91,10 @@ impl PlannedImage {
             mtime: spec.mtime.unix,
         };
         let mut layers = Vec::with_capacity(self.plan.layer_count());
+        for base in self.base.iter().flat_map(|b| &b.layers) {
+            let comment = format!("base image layer `{}` of `{}`", base.member, base.archive.display());
+            layers.push(ImageLayer { source: scan::LayerSource::Base(base.clone()), comment, paths: 0 });
+        }
         let in_plan_order: Vec<&StorePath> =
             self.plan.store_layers.iter().flat_map(|l| &l.paths).map(|&n| &self.store_paths[n as usize]).collect();
         let mut trees = scan::scan_store_paths(&in_plan_order, threads)?.into_iter();

@@ -1,7 +1,10 @@
-//! The image's layers: store layers from the chosen [`layering`](crate::layering)
-//! strategy, then the customisation layer. Pure: values in, values out.
+//! The image's layers: the base image's (`fromImage`), store layers from the chosen
+//! [`layering`](crate::layering) strategy, then the customisation layer. Pure: values in,
+//! values out.
 
 use crate::attrs::ImageSpec;
+use crate::base_image::BaseImage;
+use crate::layer::hex;
 use crate::graph::Graph;
 use crate::layering::{self, Input, StoreLayer, Strategy};
 use crate::popularity;
@@ -11,6 +14,8 @@ use serde_json::{json, Value};
 
 /// The layers of an image, in order.
 pub struct LayerPlan {
+    /// The base image's layers (`fromImage`), first in the image.
+    pub base_layers: Vec<BasePlanned>,
     /// The strategy that made the store layers.
     pub strategy: Strategy,
     /// Store layers, bottom first.
@@ -22,6 +27,19 @@ pub struct LayerPlan {
     pub nix_db_layer: bool,
 }
 
+/// A layer of the base image, as the plan shows it.
+#[derive(Clone, Debug)]
+pub struct BasePlanned {
+    /// The base archive.
+    pub archive: String,
+    /// The layer's name in it.
+    pub member: String,
+    /// Its diff_id, `sha256:<hex>`.
+    pub diff_id: String,
+    /// Its uncompressed size.
+    pub size: u64,
+}
+
 /// Where the last layer comes from.
 #[derive(Clone, Debug)]
 pub enum Customisation {
@@ -31,14 +49,29 @@ pub enum Customisation {
     Prebuilt(StorePath),
 }
 
-/// Splits the closure into layers: `maxLayers − 1` store layers at most (one is kept for
-/// the customisation layer), then the customisation layer.
+/// Splits the closure into layers: the base image's layers first, then
+/// `maxLayers − 1 − base layers` store layers at most (one is kept for the customisation
+/// layer, as in nixpkgs), then the customisation layer.
 ///
 /// # Errors
+/// `maxLayers` leaves no layer for store paths once the base image's are counted.
 /// A `contents` entry or the prebuilt customisation layer is not in the closure graph
 /// while store paths are included (its symlinks would dangle in the image), or a bad
 /// `layeringPipeline`.
-pub fn plan_layers(spec: &ImageSpec, graph: &Graph) -> Result<LayerPlan> {
+pub fn plan_layers(spec: &ImageSpec, graph: &Graph, base: Option<&BaseImage>) -> Result<LayerPlan> {
+    let base_layers: Vec<BasePlanned> = base
+        .map(|b| {
+            b.layers
+                .iter()
+                .map(|l| BasePlanned {
+                    archive: b.source.display().to_string(),
+                    member: l.member.clone(),
+                    diff_id: format!("sha256:{}", hex(&l.diff_id)),
+                    size: l.size,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     if spec.include_store_paths {
         for content in &spec.contents {
             if graph.node(content.as_str()).is_none() {
@@ -56,6 +89,23 @@ pub fn plan_layers(spec: &ImageSpec, graph: &Graph) -> Result<LayerPlan> {
         }
         // A Nix database next to a prebuilt customisation layer is one more layer.
         let reserved = 1 + usize::from(nix_db_layer);
+        // nixpkgs counts the base layers in maxLayers, but not under a layeringPipeline,
+        // which alone decides how many store layers there are.
+        let base_count = if matches!(spec.layering, Strategy::Pipeline(_)) { 0 } else { base_layers.len() };
+        if base_count > 0 && spec.max_layers < reserved + base_count + 1 {
+            let kept = if nix_db_layer {
+                "2 are kept for the customisation layer and the Nix database (includeNixDB next to extraCommands/fakeRootCommands)"
+            } else {
+                "1 is kept for the customisation layer"
+            };
+            bail!(
+                "key `maxLayers`: {} leaves no layer for store paths: the base image (`fromImage`) has {base_count} layers and {kept}, \
+                 so {} are left; use at least {}",
+                spec.max_layers,
+                spec.max_layers.saturating_sub(base_count + reserved),
+                base_count + reserved + 1
+            );
+        }
         if spec.max_layers <= reserved {
             bail!(
                 "key `maxLayers`: {} leaves no layer for store paths: with includeNixDB and a prebuilt customisation \
@@ -63,7 +113,7 @@ pub fn plan_layers(spec: &ImageSpec, graph: &Graph) -> Result<LayerPlan> {
                 spec.max_layers
             );
         }
-        let input = Input { graph, excluded: &excluded, available: spec.max_layers - reserved };
+        let input = Input { graph, excluded: &excluded, available: spec.max_layers - reserved - base_count };
         layering::store_layers(&spec.layering, &input)?
     } else {
         Vec::new()
@@ -85,7 +135,7 @@ pub fn plan_layers(spec: &ImageSpec, graph: &Graph) -> Result<LayerPlan> {
             );
         }
     }
-    Ok(LayerPlan { strategy: spec.layering.clone(), store_layers, customisation, nix_db_layer })
+    Ok(LayerPlan { base_layers, strategy: spec.layering.clone(), store_layers, customisation, nix_db_layer })
 }
 
 fn dedup(paths: &[StorePath]) -> Vec<StorePath> {
@@ -96,7 +146,7 @@ fn dedup(paths: &[StorePath]) -> Vec<StorePath> {
 impl LayerPlan {
     /// Total number of layers in the image.
     pub fn layer_count(&self) -> usize {
-        self.store_layers.len() + usize::from(self.customisation.is_some()) + usize::from(self.nix_db_layer)
+        self.base_layers.len() + self.store_layers.len() + usize::from(self.customisation.is_some()) + usize::from(self.nix_db_layer)
     }
 
     /// Popularity counts by node, shown for the popularity strategy only (computing them
@@ -112,10 +162,15 @@ impl LayerPlan {
     pub fn to_json(&self, graph: &Graph) -> Value {
         let counts = self.popularity_counts(graph);
         let mut layers: Vec<Value> = self
-            .store_layers
+            .base_layers
             .iter()
             .enumerate()
-            .map(|(i, layer)| {
+            .map(|(i, b)| {
+                json!({ "layer": i + 1, "kind": "base", "archive": b.archive, "member": b.member, "diff_id": b.diff_id, "size": b.size })
+            })
+            .collect();
+        let first_store = layers.len();
+        layers.extend(self.store_layers.iter().enumerate().map(|(i, layer)| {
                 let paths: Vec<Value> = layer
                     .paths
                     .iter()
@@ -131,14 +186,13 @@ impl LayerPlan {
                     })
                     .collect();
                 json!({
-                    "layer": i + 1,
+                    "layer": first_store + i + 1,
                     "kind": "store",
                     "reason": layer.reason,
                     "narSize": layer_nar_size(graph, layer).unwrap_or(u64::MAX),
                     "paths": paths,
                 })
-            })
-            .collect();
+            }));
         if let Some(c) = &self.customisation {
             let (kind, paths): (&str, Vec<&str>) = match c {
                 Customisation::Contents(contents) => ("contents", contents.iter().map(StorePath::as_str).collect()),
@@ -162,13 +216,17 @@ impl LayerPlan {
         let counts = self.popularity_counts(graph);
         let mut out = format!("layering: {}\n", self.strategy.name());
         out.push_str("layer  paths  narSize      popularity  store path\n");
+        for (i, b) in self.base_layers.iter().enumerate() {
+            out.push_str(&format!("{:>5}  base image layer `{}` of `{}`, {}, {}\n", i + 1, b.member, b.archive, human_size(b.size), b.diff_id));
+        }
+        let first_store = self.base_layers.len();
         for (i, layer) in self.store_layers.iter().enumerate() {
             for (j, &node) in layer.paths.iter().enumerate() {
                 let path = graph.paths[node as usize].as_str();
                 let pop = counts.as_ref().map_or("-", |c| c[node as usize].as_str());
                 if j == 0 {
                     let size = human_size(layer_nar_size(graph, layer).unwrap_or(u64::MAX));
-                    out.push_str(&format!("{:>5}  {:>5}  {size:>10}  {pop:>10}  {path}\n", i + 1, layer.paths.len()));
+                    out.push_str(&format!("{:>5}  {:>5}  {size:>10}  {pop:>10}  {path}\n", first_store + i + 1, layer.paths.len()));
                 } else {
                     out.push_str(&format!("{:>5}  {:>5}  {:>10}  {pop:>10}  {path}\n", "", "", ""));
                 }
@@ -183,7 +241,7 @@ impl LayerPlan {
                 }
                 Customisation::Prebuilt(p) => format!("customisation layer: {p}/layer.tar"),
             };
-            out.push_str(&format!("{:>5}  {what}\n", self.store_layers.len() + 1));
+            out.push_str(&format!("{:>5}  {what}\n", first_store + self.store_layers.len() + 1));
         }
         if self.nix_db_layer {
             out.push_str(&format!("{:>5}  Nix database of the closure of contents (includeNixDB)\n", self.layer_count()));

@@ -95,6 +95,9 @@ pub enum LayerSource {
         /// file, whatever happens to the path meanwhile.
         file: File,
     },
+    /// A layer of the base image (`fromImage`), copied byte for byte and checked against
+    /// the diff_id the base config gives it while it is copied.
+    Base(crate::base_image::BaseLayer),
 }
 
 impl LayerSource {
@@ -105,6 +108,7 @@ impl LayerSource {
                 entries.iter().map(|e| e.header(owner).entry_len()).sum::<u64>() + tar_header::END_LEN
             }
             LayerSource::Prebuilt { size, .. } => *size,
+            LayerSource::Base(base) => base.size,
         }
     }
 
@@ -112,7 +116,7 @@ impl LayerSource {
     pub fn file_count(&self) -> usize {
         match self {
             LayerSource::Entries { entries, .. } => entries.iter().filter(|e| e.kind == Kind::File).count(),
-            LayerSource::Prebuilt { .. } => 1,
+            LayerSource::Prebuilt { .. } | LayerSource::Base(_) => 1,
         }
     }
 }

@@ -8,6 +8,7 @@
 mod determinism;
 mod errors;
 mod fixture;
+mod fromimage;
 mod hostile;
 mod hostile_values;
 mod image;

@@ -7,7 +7,7 @@ check_eq "default.nix returns exactly the API" \
   "$(nix_eval 'builtins.attrNames api' 2>&1)"
 
 # The documented arguments (docs/nix.md), with whether each has a default.
-build_args='{"architecture":true,"compressor":true,"config":true,"contents":true,"created":true,"debug":true,"enableFakechroot":true,"extraCommands":true,"fakeRootCommands":true,"gid":true,"gname":true,"includeNixDB":true,"includeStorePaths":true,"layering":true,"layeringPipeline":true,"maxLayers":true,"meta":true,"mtime":true,"name":false,"passthru":true,"tag":true,"uid":true,"uname":true,"variant":true}'
+build_args='{"architecture":true,"compressor":true,"config":true,"contents":true,"created":true,"debug":true,"enableFakechroot":true,"extraCommands":true,"fakeRootCommands":true,"fromImage":true,"gid":true,"gname":true,"includeNixDB":true,"includeStorePaths":true,"layering":true,"layeringPipeline":true,"maxLayers":true,"meta":true,"mtime":true,"name":false,"passthru":true,"tag":true,"uid":true,"uname":true,"variant":true}'
 stream_args=$(echo "$build_args" | jq -c 'del(.compressor)')
 # (lib.functionArgs: the functions are lib.makeOverridable functors, as in nixpkgs.)
 check_eq "buildLayeredImage takes exactly nixpkgs' documented arguments" "$build_args" \
@@ -15,14 +15,14 @@ check_eq "buildLayeredImage takes exactly nixpkgs' documented arguments" "$build
 check_eq "streamLayeredImage takes the same minus compressor" "$stream_args" \
   "$(nix_eval 'pkgs.lib.functionArgs api.streamLayeredImage' 2>&1)"
 
-# An expression written for nixpkgs (every argument of its streamLayeredImage but fromImage
-# and includeNixDB, with nixpkgs' kinds of values) evaluates, and the new ones reach the builder.
+# An expression written for nixpkgs (every argument of its streamLayeredImage but includeNixDB,
+# with nixpkgs' kinds of values) evaluates, and the new ones reach the builder.
 nixpkgs_args='name = "all-args"; tag = "t"; contents = [ pkgs.hello ]; config.Cmd = [ "/bin/hello" ];
   architecture = "arm"; variant = "v7"; created = "now"; mtime = "2024-01-01T00:00:00Z";
   uid = 1000; gid = 1000; uname = "u"; gname = "g"; maxLayers = 10; extraCommands = "mkdir tmp";
   fakeRootCommands = "chown 1000 tmp"; enableFakechroot = true; includeStorePaths = true;
-  passthru.extra = 1; meta.description = "d"; layeringPipeline = null; debug = true;'
-check_eq "every nixpkgs argument (but fromImage, includeNixDB) is accepted by both functions" \
+  passthru.extra = 1; meta.description = "d"; layeringPipeline = null; debug = true; fromImage = null;'
+check_eq "every nixpkgs argument (but includeNixDB) is accepted by both functions" \
   '{"build":["v7",true,"arm",1,"d",true],"stream":["v7",true,"arm",1,"d",true]}' \
   "$(nix_eval "let b = api.buildLayeredImage { $nixpkgs_args compressor = \"zstd\"; };
                    s = api.streamLayeredImage { $nixpkgs_args };
@@ -54,9 +54,18 @@ check_eq "includeNixDB: default false; buildLayeredImageWithNixDb, its stream, s
       (api.streamLayeredImage { name = "x"; includeNixDB = true; }).includeNixDB ]' 2>&1)"
 
 # An unknown argument is an evaluation error that names it.
-out=$(nix_eval '(api.buildLayeredImage { name = "x"; fromImage = null; }).drvPath' 2>&1); rc=$?
-if [ $rc -ne 0 ] && [[ $out == *"unexpected argument 'fromImage'"* ]]; then pass "unknown argument fromImage is an error naming it"
-else fail "unknown argument fromImage is an error naming it" "rc=$rc: $out"; fi
+# (fromImageName is buildImage's, not the layered functions', in nixpkgs too.)
+out=$(nix_eval '(api.buildLayeredImage { name = "x"; fromImageName = null; }).drvPath' 2>&1); rc=$?
+if [ $rc -ne 0 ] && [[ $out == *"unexpected argument 'fromImageName'"* ]]; then pass "unknown argument fromImageName is an error naming it"
+else fail "unknown argument fromImageName is an error naming it" "rc=$rc: $out"; fi
+# fromImage reaches the builder as the archive's store path, and is no root of the closure.
+check_eq "fromImage: the archive's path in the attrs of both functions, not in exportReferencesGraph" \
+  '[true,true,false,true]' \
+  "$(nix_eval 'let base = pkgs.writeText "base.tar" "x";
+                   i = api.buildLayeredImage { name = "x"; fromImage = base; contents = [ pkgs.hello ]; };
+                   s = api.streamLayeredImage { name = "x"; fromImage = base; };
+               in [ (i.fromImage == "${base}") (s.fromImage == "${base}")
+                    (builtins.elem "${base}" i.exportReferencesGraph.closure) ((api.buildLayeredImage { name = "x"; }).fromImage == null) ]' 2>&1)"
 out=$(nix_eval '(api.streamLayeredImage { name = "x"; compressor = "gz"; }).drvPath' 2>&1); rc=$?
 if [ $rc -ne 0 ] && [[ $out == *"unexpected argument 'compressor'"* ]]; then pass "streamLayeredImage rejects compressor by name"
 else fail "streamLayeredImage rejects compressor by name" "rc=$rc: $out"; fi
