@@ -60,24 +60,27 @@ let
         printf '{"id":"%s"}' $h${I} > archive/$h${I}/json
       '';
       list = f: builtins.concatStringsSep "," (map f order);
+      archiveScript = ''
+        mkdir archive
+        ${builtins.concatStringsSep "\n" (builtins.genList layerScript n)}
+        # (unquoted here-documents: the shell fills in the layer hashes)
+        cat > config.json <<EOF
+        {"architecture":"amd64","os":"linux","created":"1970-01-01T00:00:01Z","config":{"Env":${builtins.toJSON env},"Cmd":["/bin/sh"]},"rootfs":{"type":"layers","diff_ids":[${list (i: "\"sha256:$h${toString i}\"")}]}}
+        EOF
+        c=$(sha256sum config.json | cut -d' ' -f1)
+        mv config.json archive/$c.json
+        cat > archive/manifest.json <<EOF
+        [{"Config":"$c.json","RepoTags":["${name}:latest"],"Layers":[${list (i: "\"$f${toString i}\"")}]}]
+        EOF
+        cat > archive/repositories <<EOF
+        {"${name}":{"latest":"$h${toString (builtins.elemAt order (builtins.length order - 1))}"}}
+        EOF
+        (cd archive && tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@1 -cf - $(ls)) | gzip -n > $out
+      '';
     in
-    runCommand "${name}.tar.gz" { } ''
-      mkdir archive
-      ${builtins.concatStringsSep "\n" (builtins.genList layerScript n)}
-      # (unquoted here-documents: the shell fills in the layer hashes)
-      cat > config.json <<EOF
-      {"architecture":"amd64","os":"linux","created":"1970-01-01T00:00:01Z","config":{"Env":${builtins.toJSON env},"Cmd":["/bin/sh"]},"rootfs":{"type":"layers","diff_ids":[${list (i: "\"sha256:$h${toString i}\"")}]}}
-      EOF
-      c=$(sha256sum config.json | cut -d' ' -f1)
-      mv config.json archive/$c.json
-      cat > archive/manifest.json <<EOF
-      [{"Config":"$c.json","RepoTags":["${name}:latest"],"Layers":[${list (i: "\"$f${toString i}\"")}]}]
-      EOF
-      cat > archive/repositories <<EOF
-      {"${name}":{"latest":"$h${toString (builtins.elemAt order (builtins.length order - 1))}"}}
-      EOF
-      (cd archive && tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@1 -cf - $(ls)) | gzip -n > $out
-    '';
+    # Run by bash (as nixpkgs' runCommand is): the stand-in's busybox sh would take its own
+    # tar applet, which has no --sort, over Debian's GNU tar on PATH.
+    runCommand "${name}.tar.gz" { script = archiveScript; } ''bash -e -c "$script"'';
 
   # A static busybox as /bin/sh and a few applets: the base images below run on their own.
   busyboxRoot = ''
@@ -146,8 +149,9 @@ rec {
     name = "compat-max-layers-4"; tag = "latest";
     fromImage = two-layer-base;
     maxLayers = 4;
-    contents = [ bash coreutils (tiny 1) (tiny 2) (tiny 3) ];
-    config.Cmd = [ "/bin/sh" "-c" "/bin/hello && ls /nix/store | wc -l" ];
+    contents = [ bash coreutils ];
+    # (three more store paths, named in the command: contents entries must be directories)
+    config.Cmd = [ "/bin/sh" "-c" "/bin/hello && ls /nix/store | wc -l # ${tiny 1} ${tiny 2} ${tiny 3}" ];
   };
 
   # 5. two independent layered images that share store paths (hello, busybox).
