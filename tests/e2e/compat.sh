@@ -211,6 +211,17 @@ rec {
     config.Cmd = [ "/bin/hello" ];
   };
 
+  # … and the same with enableFakechroot (nixpkgs' helloOnRootNoStoreFakechroot).
+  no-store-paths-fakechroot = buildLayeredImage {
+    name = "compat-no-store-paths-fakechroot"; tag = "latest";
+    fromImage = single-layer-base;
+    includeStorePaths = false;
+    enableFakechroot = true;
+    contents = [ hello ];
+    fakeRootCommands = "mkdir -p /etc && echo fakechroot-ran > /etc/fakechroot-ran";
+    config.Cmd = [ "/bin/hello" ];
+  };
+
   inherit hello bash coreutils;
 }
 NIX
@@ -457,7 +468,7 @@ fi
 case_end
 
 # --- 11 -----------------------------------------------------------------------------------
-case_begin "11 includeStorePaths = false with fromImage"
+case_begin "11 includeStorePaths = false with fromImage (also with enableFakechroot)"
 if build_image no-store-paths-from; then
   nbase=$(tar -xOf "$COMPAT/single-layer-base.tar" manifest.json 2>/dev/null | jq '.[0].Layers | length')
   own=$(tar -xOf "$TARBALL" manifest.json | jq -r ".[0].Layers[${nbase:-1}:][]")
@@ -474,6 +485,19 @@ if build_image no-store-paths-from; then
       "$($engine run --rm --network none -v /nix/store:/nix/store:ro compat-no-store-paths-from:latest 2>&1)"
     check_eq "$CASE_NAME: the base's files are there ($engine)" "from-single-layer-base" \
       "$($engine run --rm --network none compat-no-store-paths-from:latest /bin/cat /etc/base-release 2>&1)"
+  done
+fi
+IMG=
+if build_image no-store-paths-fakechroot; then
+  load_both no-store-paths-fakechroot compat-no-store-paths-fakechroot:latest
+  check_eq "$CASE_NAME: with enableFakechroot: docker export of the container: zero nix/store entries" "0" \
+    "$(store_entries_in_export compat-no-store-paths-fakechroot:latest)"
+  for engine in docker pm; do
+    check_eq "$CASE_NAME: with enableFakechroot: runs with the host store mounted ($engine)" "Hello, world!" \
+      "$($engine run --rm --network none -v /nix/store:/nix/store:ro compat-no-store-paths-fakechroot:latest 2>&1)"
+    check_eq "$CASE_NAME: with enableFakechroot: the commands' file and the base's, side by side in /etc ($engine)" \
+      "fakechroot-ran from-single-layer-base" \
+      "$($engine run --rm --network none compat-no-store-paths-fakechroot:latest /bin/sh -c 'echo $(cat /etc/fakechroot-ran /etc/base-release)' 2>&1)"
   done
 fi
 case_end
