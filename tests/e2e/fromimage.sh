@@ -5,7 +5,8 @@
 #     duplicate variable); docker and podman run it and see files of both images;
 #   - streamLayeredImage on that image: the base is read when the script runs, it is in the
 #     script's closure but in no store layer (never unpacked into the store); docker and
-#     podman load the stream and run it; skopeo verifies every diff_id.
+#     podman load the stream and run it; skopeo verifies every diff_id;
+#   - bases written by `docker save` and by skopeo's `oci-archive:` (gzip layers) work.
 suite "fromimage: layered images on layered images"
 
 [ -n "${DOCKER_HOST:-}" ] || dockerd_start >/dev/null || fail "dockerd starts"
@@ -17,13 +18,13 @@ fromimage_expr() {
             base = api.buildLayeredImage { name = \"fi-base\"; tag = \"latest\";
               contents = [ pkgs.bash pkgs.coreutils ];
               config.Env = [ \"FROM_BASE=yes\" \"SHARED=base\" ]; };
-            marker = pkgs.writeText \"fi-marker\" \"from the top image\";
+            marker = pkgs.writeText \"fi-marker\" \"from the top image\\n\";
             top = api.buildLayeredImage { name = \"fi-top\"; tag = \"latest\"; fromImage = base;
               contents = [ pkgs.hello ]; maxLayers = MAXLAYERS;
               config.Env = [ \"SHARED=top\" \"TOP=yes\" ];
               config.Cmd = [ \"/bin/sh\" \"-c\" \"hello; cat \${marker}; echo env: \$FROM_BASE \$SHARED \$TOP; test -L /bin/cat && test -L /bin/hello && echo both-bins\" ]; };
             stream = api.streamLayeredImage { name = \"fi-stream\"; tag = \"latest\"; fromImage = top;
-              config.Cmd = [ \"/bin/sh\" \"-c\" \"echo streamed; hello\" ]; };
+              config.Cmd = [ \"/bin/sh\" \"-c\" \"echo streamed; \${pkgs.hello}/bin/hello\" ]; };
         in { inherit base top stream; }"
 }
 
@@ -87,7 +88,7 @@ env: yes top yes"
       check_eq "fromimage: the stream starts with the top image's layers" "$top_sums" \
         "$(for l in $(tar -xOf "$E2E_TMP/fi-stream.tar" manifest.json | jq -r '.[0].Layers[]' | head -n "$base_layers"); do
              tar -xOf "$E2E_TMP/fi-stream.tar" "$l" | sha256sum | cut -d' ' -f1; done)"
-      load=$("$script" | docker load 2>&1); ref=$(echo "$load" | sed -n 's/^Loaded image: //p' | tail -1)
+      load=$("$script" 2>/dev/null | docker load 2>&1); ref=$(echo "$load" | sed -n 's/^Loaded image: //p' | tail -1)
       if [ -n "$ref" ]; then
         check_contains "fromimage: ./stream | docker load; docker run" "$(docker run --rm --network none "$ref" 2>&1)" "streamed
 Hello, world!"
@@ -101,6 +102,28 @@ Hello, world!"
         check_contains "fromimage: podman load of the stream; podman run" "$(pm run --rm --network none "$pref" 2>&1)" "streamed"
       else fail "fromimage: podman load of the stream" "$load"; fi
     else fail "fromimage: streamLayeredImage { fromImage = …; } builds"; fi
+
+    # Bases written by the real tools: `docker save` (docker 20.10's layout) and skopeo's
+    # oci-archive (gzip layer blobs), streamed by hand from the stream script's attrs.
+    if [ -n "${script:-}" ] && [ -n "$(docker images -q fi-top:latest 2>/dev/null)" ]; then
+      docker save fi-top:latest > "$E2E_TMP/fi-saved.tar" 2>"$E2E_TMP/stderr"
+      skopeo copy -q --dest-compress --dest-compress-format gzip \
+        "docker-archive:$E2E_TMP/fi-top.tar" "oci-archive:$E2E_TMP/fi-top-oci.tar:latest" 2>"$E2E_TMP/stderr"
+      oci_manifest=$(tar -xOf "$E2E_TMP/fi-top-oci.tar" index.json | jq -r '.manifests[0].digest | sub(":"; "/")')
+      check_eq "fromimage: skopeo's oci-archive has gzip layer blobs" "application/vnd.oci.image.layer.v1.tar+gzip" \
+        "$(tar -xOf "$E2E_TMP/fi-top-oci.tar" "blobs/$oci_manifest" | jq -r '[.layers[].mediaType] | unique | join(" ")')"
+      for kind in saved:fi-saved.tar oci:fi-top-oci.tar; do
+        name=${kind%%:*} file=$E2E_TMP/${kind#*:}
+        tail -n +2 "$script" | jq --arg b "$file" --arg t "$name" '.fromImage = $b | .tag = $t' > "$E2E_TMP/fi-$name.json"
+        load=$("$NIX_LAYERS" stream --attrs "$E2E_TMP/fi-$name.json" 2>"$E2E_TMP/stderr" | docker load 2>&1)
+        ref=$(echo "$load" | sed -n 's/^Loaded image: //p' | tail -1)
+        if [ -n "$ref" ]; then
+          check_contains "fromimage: on a base from $([ $name = saved ] && echo 'docker save' || echo "skopeo's oci-archive (gzip layers)"): docker run" \
+            "$(docker run --rm --network none "$ref" 2>&1)" "streamed
+Hello, world!"
+        else fail "fromimage: on a base from $name: stream | docker load" "$load"; fi
+      done
+    fi
   else fail "fromimage: buildLayeredImage { fromImage = <layered image>; } builds"; fi
 fi
 rm -rf "$E2E_TMP/fi-oci"
