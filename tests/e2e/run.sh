@@ -8,6 +8,7 @@
 #   popularity.sh  referencesByPopularity == `nix-layers popularity` on the same graph
 #   nixdb.sh       includeNixDB: the unpacked image is a store the real Nix verifies
 #   fromimage.sh   fromImage: a layered image on a layered image, and a stream on it, in docker and podman
+#   compat.sh      nixpkgs' docker-tools NixOS tests, one case each, in docker and podman (docs/compat.md)
 # As root on Debian 12; installs missing packages with apt-get. Ends with one line
 # "N passed, N failed" and exits nonzero on any failure.
 # E2E_ONLY="eval build" runs only those suites (the binary is built and the stand-in filled anyway).
@@ -32,7 +33,7 @@ echo "== cargo build (static)"
 NIX_LAYERS=$REPO/target/x86_64-unknown-linux-gnu/release/nix-layers
 standin_prepare "$NIX_LAYERS"
 
-for s in eval build images oci push popularity nixdb fromimage; do
+for s in eval build images oci push popularity nixdb fromimage compat; do
   if [ -z "${E2E_ONLY:-}" ] || [[ " $E2E_ONLY " == *" $s "* ]]; then
     t0=$(date +%s); . "$E2E/$s.sh"; echo "   ($s: $(( $(date +%s) - t0 )) s)"
   fi
