@@ -34,8 +34,10 @@ ensure_tools() {
 	((${#missing[@]})) || return 0
 	if ((EUID == 0)); then
 		log "installing missing tools: ${missing[*]}"
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >&2 ||
-			{ apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >&2; } ||
+		# wait for another apt (CI installs tools too) rather than fail on its lock
+		local apt=(apt-get -o DPkg::Lock::Timeout=600)
+		DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y -q "${missing[@]}" >&2 ||
+			{ "${apt[@]}" update -q >&2 && DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y -q "${missing[@]}" >&2; } ||
 			die "apt-get install ${missing[*]} failed"
 	else
 		die "missing tools (${missing[*]}); install them (apt-get install ${missing[*]}) or run as root"
