@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # bench/lib.sh: what bench/run and bench/delivery share: paths, the generated closures
 # (store-medium/, store-large/ and their attrs files, made with ../shared/data/gen_closure.py),
 # tool checks and the timing helpers. Sourced, not run; the caller sets RUNS, TIMEOUT,
