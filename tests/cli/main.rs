@@ -18,3 +18,4 @@ mod pipeline;
 mod plan;
 mod popularity;
 mod resources;
+mod verbs;
