@@ -45,8 +45,9 @@ if [ -z "$script" ]; then fail "verbs: examples.stream-image builds"; else
   # --- ./result oci oci:DIR:TAG ---------------------------------------------------------
   layout=$E2E_TMP/verbs-layout
   check "verbs: ./result oci oci:DIR:v1" "$script" oci "oci:$layout:v1"
+  "$script" > "$E2E_TMP/verbs-image.tar" 2>/dev/null
   check_eq "verbs: skopeo reads the layout's tag v1 (config digest = the archive's)" \
-    "$(tar -xOf <("$script" 2>/dev/null) manifest.json | jq -r '.[0].Config' | sed 's|blobs/sha256/|sha256:|')" \
+    "$(tar -xOf "$E2E_TMP/verbs-image.tar" manifest.json | jq -r '.[0].Config' | sed 's|blobs/sha256/|sha256:|')" \
     "$(skopeo inspect --raw "oci:$layout:v1" 2>"$E2E_TMP/stderr" | jq -r .config.digest)"
   check "verbs: skopeo copy oci:DIR:v1 → dir: (every blob's digest verified)" \
     skopeo copy -q "oci:$layout:v1" "dir:$E2E_TMP/verbs-dir"
