@@ -653,6 +653,9 @@ fn run_verb(words: &[OsString], attrs_file: &Path, forwarded: &[(&str, &str, Str
     let verbs = verbs(&command);
     let verb = words[0].to_string_lossy();
     let Some(sub) = command.find_subcommand(verb.as_ref()).filter(|_| verbs.iter().any(|v| *v == verb)) else {
+        if verb == "load" {
+            bail!("this nix-layers has no `load` subcommand (loading into docker or podman comes with a later version)");
+        }
         bail!(
             "`{verb}` is not a verb of a stream script: give one of {} (or none, to write the archive to stdout)",
             verbs.join(", ")
