@@ -634,10 +634,10 @@ fn stream_or_verb(
     }
     let mut forwarded = Vec::new();
     if let Some(repo_tag) = repo_tag {
-        forwarded.push(("repo_tag", "--repo-tag", repo_tag.to_string()));
+        forwarded.push(("repo_tag", "--repo-tag", Some(repo_tag.to_string())));
     }
     if let Some(n) = threads.threads {
-        forwarded.push(("threads", "--threads", n.to_string()));
+        forwarded.push(("threads", "--threads", Some(n.to_string())));
     }
     if let Ok(mut slot) = PRELOADED.lock() {
         *slot = Some(attrs);
@@ -647,8 +647,9 @@ fn stream_or_verb(
 
 /// Runs `nix-layers VERB --attrs FILE [FORWARDED…] ARGS…` in this process, parsed as if
 /// given on the command line (`words` = VERB ARGS…): any subcommand that reads attrs
-/// works, including ones added later.
-fn run_verb(words: &[OsString], attrs_file: &Path, forwarded: &[(&str, &str, String)]) -> Result<()> {
+/// works, including ones added later. `forwarded`: (clap id, flag, value) of options given
+/// before the verb (a flag without a value is a switch).
+fn run_verb(words: &[OsString], attrs_file: &Path, forwarded: &[(&str, &str, Option<String>)]) -> Result<()> {
     let command = Cli::command();
     let verbs = verbs(&command);
     let verb = words[0].to_string_lossy();
@@ -663,11 +664,15 @@ fn run_verb(words: &[OsString], attrs_file: &Path, forwarded: &[(&str, &str, Str
     };
     let mut argv: Vec<OsString> = vec!["nix-layers".into(), words[0].clone(), "--attrs".into(), attrs_file.into()];
     for (id, flag, value) in forwarded {
+        let given = match value {
+            Some(value) => format!("{flag} {value}"),
+            None => (*flag).to_string(),
+        };
         if !has_arg(sub, id) {
-            bail!("{flag} {value} was given before `{verb}`, which takes no {flag} (see `nix-layers {verb} --help`)");
+            bail!("{given} was given before `{verb}`, which takes no {flag} (see `nix-layers {verb} --help`)");
         }
         argv.push((*flag).into());
-        argv.push(value.into());
+        argv.extend(value.iter().map(OsString::from));
     }
     argv.extend(words[1..].iter().cloned());
     let cli = Cli::try_parse_from(argv).unwrap_or_else(|err| err.exit());
