@@ -161,15 +161,14 @@ let
     if closureRoots == [ ] then { closure = [ ]; }
     else { exportReferencesGraph.closure = closureRoots; };
 
-  drv = derivation ({
-    name = drvName;
+  # The image attrs (docs/contract.md), shared by the image and its copy* programs.
+  imageAttrs = {
     inherit system;
     builder = "${nix-layers}/bin/nix-layers";
-    args = [ command ];
     __structuredAttrs = true;
 
-    # image attrs (docs/contract.md). `name` is taken by the derivation (the file name),
-    # so the image name travels as `imageName`.
+    # `name` is taken by the derivation (the file name), so the image name travels as
+    # `imageName`.
     inherit imageName tag config created mtime maxLayers uid gid uname gname architecture
       variant debug includeStorePaths includeNixDB;
     contents = contentsPaths;
@@ -179,8 +178,12 @@ let
     # script's closure, which reads it when run; it is never a root of `closure`, so it
     # is not a store layer of the image.
     fromImage = if fromImage == null then null else "${fromImage}";
-  } // (if compressor == null then { } else { inherit compressor; }) // layeringAttrs // pipelineAttrs
-    // closureAttrs);
+  } // layeringAttrs // pipelineAttrs // closureAttrs;
+
+  drv = derivation (imageAttrs // {
+    name = drvName;
+    args = [ command ];
+  } // (if compressor == null then { } else { inherit compressor; }));
 
   imageTag =
     if tag != null then tag
@@ -194,6 +197,39 @@ let
   streamPassthru =
     if command == "stream-script" then { conf = drv; streamScript = "${nix-layers}/bin/nix-layers"; }
     else { };
-  allPassthru = passthru // streamPassthru // { inherit imageTag imageName; };
+
+  # --- copyTo* (docs/nix.md): programs that deliver this image, as nix2container's ------
+  # Each is a stream script of the same image attrs written to $out/bin/<name> (so
+  # `nix run .#image.copyToRegistry -- --creds u:p` runs it), whose `scriptArgs` (a verb
+  # and its arguments) come before the user's. The tag is fixed to this result's
+  # imageTag: with tag = null it is this output's hash, not the script's own. The
+  # string has no context, so building a script does not build the image archive.
+  copyProgram = scriptName: scriptArgs:
+    derivation (imageAttrs // {
+      name = scriptName;
+      args = [ "stream-script" ];
+      tag = imageTag;
+      inherit scriptName scriptArgs;
+    }) // { meta.mainProgram = scriptName; };
+  # docker's rule: the first `/`-separated part is a registry host when it has a `.` or
+  # a `:`, or is `localhost`; otherwise the image is on docker.io (`library/` for a
+  # one-part name), which `push` wants spelt out.
+  firstPart = builtins.match "([^/]*)/.*" imageName;
+  hasHost = firstPart != null && (builtins.match ".*[.:].*" (builtins.head firstPart) != null
+    || builtins.head firstPart == "localhost");
+  registryName =
+    if hasHost then imageName
+    else if firstPart != null then "docker.io/${imageName}"
+    else "docker.io/library/${imageName}";
+  imageRefUnsafe = builtins.unsafeDiscardStringContext "${imageName}:${imageTag}";
+  copyPassthru = {
+    inherit imageRefUnsafe;
+    copyToRegistry = copyProgram "copy-to-registry"
+      [ "push" (builtins.unsafeDiscardStringContext "docker://${registryName}:${imageTag}") ];
+    copyToDockerDaemon = copyProgram "copy-to-docker-daemon" [ "load" "docker" ];
+    copyToPodman = copyProgram "copy-to-podman" [ "load" "podman" ];
+    copyTo = copyProgram "copy-to" [ "copy-to" ];
+  };
+  allPassthru = passthru // streamPassthru // copyPassthru // { inherit imageTag imageName; };
 in
 drv // allPassthru // { passthru = allPassthru; inherit meta; }

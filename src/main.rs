@@ -1,7 +1,7 @@
 //! The `nix-layers` command: argument parsing and dispatch only.
 
 use anyhow::{anyhow, bail, Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use nix_layers::archive::{write_image, Written};
 use nix_layers::attrs::{self, Attrs, Compressor};
 use nix_layers::cache::LayerCache;
@@ -16,14 +16,17 @@ use nix_layers::output::{self, write_atomically, AtomicFile};
 use nix_layers::pipeline::{plan_image, PlannedImage};
 use nix_layers::plan::human_size;
 use nix_layers::popularity;
+use nix_layers::reference;
 use nix_layers::registry::auth::Credentials;
 use nix_layers::registry::{Client, ClientOptions, Reference};
 use nix_layers::store_path::store_dir_from_env;
 use nix_layers::workers;
 use serde_json::Value;
+use std::ffi::OsString;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Mutex;
 use std::time::Instant;
 
 /// Layered Docker images from Nix closures. Run by Nix as the builder of a
@@ -57,17 +60,31 @@ enum Command {
         #[command(flatten)]
         threads: Threads,
     },
-    /// Write the uncompressed image archive to stdout (`nix-layers stream | docker load`).
+    /// Write the uncompressed image archive to stdout (`nix-layers stream | docker load`),
+    /// or run VERB on the image. A stream script runs this: `./result ARGS…` is
+    /// `nix-layers stream ./result ARGS…`.
+    #[command(after_long_help = "(the list of verbs is filled in at run time)")]
     Stream {
-        /// The attrs file (same as --attrs; this is how a stream script runs itself).
+        /// The attrs file, or a stream script (same as --attrs; this is how a stream
+        /// script runs itself).
         file: Option<PathBuf>,
         /// The attrs file.
-        #[arg(long, value_name = "FILE", conflicts_with = "file")]
+        #[arg(long, value_name = "FILE")]
         attrs: Option<PathBuf>,
+        /// Write NAME:TAG into the image (manifest.json's `RepoTags`, the index's
+        /// annotations) instead of the attrs' name and tag, as nixpkgs' stream script's
+        /// -t does: `docker load` then names the image NAME:TAG. Passed on to VERB.
+        #[arg(short = 't', long, visible_alias = "repo_tag", value_name = "NAME:TAG", value_parser = parse_repo_tag)]
+        repo_tag: Option<RepoTag>,
         #[command(flatten)]
         threads: Threads,
         #[command(flatten)]
         cache: Cache,
+        /// A subcommand to run on this image instead of writing it to stdout, and its
+        /// arguments: `push docker://HOST/NAME[:TAG]`, `oci oci:DIR`, `load docker`…
+        /// It is run with `--attrs FILE` (and with -t and --threads when given before it).
+        #[arg(value_name = "VERB [ARGS]", trailing_var_arg = true, allow_hyphen_values = true)]
+        verb: Vec<OsString>,
     },
     /// Write the image as an OCI layout: `oci:DIR[:TAG]` (a directory, added to if it
     /// exists) or `oci-archive:FILE[:TAG]` (a tar of one). TAG defaults to the image's tag.
@@ -115,6 +132,21 @@ enum Command {
         threads: Threads,
         #[command(flatten)]
         cache: Cache,
+    },
+    /// Copy the image to a destination named as skopeo names it: `docker://…` runs `push`,
+    /// `oci:…` and `oci-archive:…` run `oci`, `docker-daemon:[NAME:TAG]` runs
+    /// `load docker [-t NAME:TAG]`, `containers-storage:[NAME:TAG]` runs `load podman
+    /// [-t NAME:TAG]`. OPTIONS go to that subcommand (`--creds USER:PASS`, ...).
+    CopyTo {
+        /// `docker://HOST[:PORT]/NAME[:TAG]`, `oci:DIR[:TAG]`, `oci-archive:FILE[:TAG]`,
+        /// `docker-daemon:[NAME:TAG]` or `containers-storage:[NAME:TAG]`.
+        dest: String,
+        /// The attrs file.
+        #[arg(long, value_name = "FILE")]
+        attrs: Option<PathBuf>,
+        /// Options of the subcommand DEST maps to.
+        #[arg(value_name = "OPTIONS", trailing_var_arg = true, allow_hyphen_values = true)]
+        options: Vec<OsString>,
     },
     /// Write an executable that streams the image when run (the builder of
     /// streamLayeredImage): `#!<this binary> stream` followed by the attrs.
@@ -203,7 +235,7 @@ impl Threads {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = parse_args();
     match output::remove_temp_files_on_signals().and_then(|()| run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -218,7 +250,10 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Popularity { file, key, io } => popularity_cmd(file, &key, io),
         Command::Build { io, threads } => build_cmd(io, threads.count(), &store_dir),
-        Command::Stream { file, attrs, threads, cache } => stream_cmd(file.or(attrs), threads.count(), &cache.open(), &store_dir),
+        Command::Stream { file, attrs, repo_tag, threads, cache, verb } => {
+            stream_or_verb(file, attrs, repo_tag.as_ref(), &threads, &cache, verb, &store_dir)
+        }
+        Command::CopyTo { dest, attrs, options } => copy_to_cmd(&dest, attrs, options),
         Command::Oci { dest, attrs, compression_format, threads, cache } => {
             oci_cmd(&dest, attrs, &compression_format, threads.count(), &cache.open(), &store_dir)
         }
@@ -240,8 +275,17 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// Attrs a stream script has read already, handed over to the verb it runs: reading
+/// them again would cost as much (a 100,000-path closure is 80 MB of JSON).
+static PRELOADED: Mutex<Option<Attrs>> = Mutex::new(None);
+
 fn read_attrs(explicit: Option<&Path>) -> Result<Attrs> {
-    Attrs::read(&attrs::locate(explicit)?)
+    let path = attrs::locate(explicit)?;
+    let preloaded = PRELOADED.lock().ok().and_then(|mut slot| slot.take());
+    match preloaded {
+        Some(attrs) if attrs.source == path => Ok(attrs),
+        _ => Attrs::read(&path),
+    }
 }
 
 /// `--out`, else `outputs.out`.
@@ -346,14 +390,16 @@ fn summary(written: Written, started: Instant) {
     );
 }
 
-fn stream_cmd(file: Option<PathBuf>, threads: usize, cache: &LayerCache, store_dir: &str) -> Result<()> {
+fn stream_cmd(attrs: Attrs, repo_tag: Option<&RepoTag>, threads: usize, cache: &LayerCache, store_dir: &str) -> Result<()> {
     let started = Instant::now();
     let mut stdout = output::stdout()?;
-    let attrs = read_attrs(file.as_deref())?;
     let image = plan_image(&attrs, store_dir)?;
     drop(attrs); // the plan has what is needed; the raw closure JSON can go
     let layers = image.scan_layers(store_dir, threads)?;
-    let spec = image.into_spec();
+    let mut spec = image.into_spec();
+    if let Some(repo_tag) = repo_tag {
+        repo_tag.apply(&mut spec);
+    }
     let written = write_archive(&mut stdout, &spec, &layers, threads, cache)?;
     summary(written, started);
     Ok(())
@@ -462,10 +508,32 @@ fn stream_script_cmd(io: InputOutput, store_dir: &str) -> Result<()> {
     if shebang.len() - 1 > MAX_SHEBANG {
         bail!("the #! line `{}` is longer than Linux accepts ({MAX_SHEBANG} bytes)", shebang.trim_end());
     }
+    // Preset verb and arguments (copyToRegistry's `push docker://…`): checked now, so
+    // that a wrong verb fails the build, not the user's run.
+    if let Some(verb) = script_args(&attrs)?.first() {
+        let verbs = verbs(&Cli::command());
+        if !verbs.contains(verb) {
+            bail!("key `scriptArgs`: {verb:?} is not a verb: use one of {}", verbs.join(", "));
+        }
+    }
     let mut script = shebang.into_bytes();
     script.extend_from_slice(attrs.to_json()?.as_bytes());
     script.push(b'\n');
-    write_atomically(&out_path(io.out, &attrs)?, &script, 0o555)
+    let out = out_path(io.out, &attrs)?;
+    // `scriptName`: the script is `$out/bin/NAME`, so that `nix run` finds it.
+    let target = match attrs.get("scriptName")? {
+        None => out,
+        Some(value) => {
+            let name = value.as_str().ok_or_else(|| anyhow!("key `scriptName`: expected a file name, got {value}"))?;
+            if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']) {
+                bail!("key `scriptName`: {name:?} is not a file name (the script is written to `<out>/bin/<scriptName>`)");
+            }
+            let bin = out.join("bin");
+            std::fs::create_dir_all(&bin).with_context(|| format!("cannot create `{}`", bin.display()))?;
+            bin.join(name)
+        }
+    };
+    write_atomically(&target, &script, 0o555)
 }
 
 fn plan_cmd(attrs_file: Option<PathBuf>, json: bool, store_dir: &str) -> Result<()> {
@@ -481,4 +549,196 @@ fn plan_cmd(attrs_file: Option<PathBuf>, json: bool, store_dir: &str) -> Result<
     let mut stdout = output::stdout()?;
     stdout.write_all(text.as_bytes())?;
     stdout.flush().context("cannot write to stdout")
+}
+
+// --- stream scripts and their verbs -------------------------------------------------
+
+/// Parses the command line, with the stream command's help listing the verbs a stream
+/// script takes (every subcommand that reads an image's attrs, so a new one is listed).
+fn parse_args() -> Cli {
+    let command = Cli::command();
+    let verbs = verbs(&command).join(", ");
+    let help = format!(
+        "A stream script (`streamLayeredImage`'s result) runs `nix-layers stream SCRIPT ARGS…`:\n\
+         \x20 ./result                               the image archive to stdout: ./result | docker load\n\
+         \x20 ./result -t NAME:TAG                   the same, the image named NAME:TAG\n\
+         \x20 ./result push docker://HOST/NAME[:TAG] [--creds USER:PASS] …   to a registry\n\
+         \x20 ./result oci oci:DIR[:TAG]             an OCI layout (or oci-archive:FILE[:TAG])\n\
+         \x20 ./result load docker|podman            into an engine\n\
+         \x20 ./result copy-to DEST                  DEST as skopeo names it (docker://, oci:, docker-daemon:, …)\n\
+         \x20 ./result VERB --help                   the options of VERB\n\
+         Verbs: {verbs}. Each runs as `nix-layers VERB --attrs SCRIPT ARGS…`.\n\
+         A script with `scriptArgs` in its attrs (copyToRegistry, copyToDockerDaemon, …) puts them\n\
+         before ARGS: `copy-to-registry --creds USER:PASS`."
+    );
+    let command = command.mut_subcommand("stream", |stream| stream.after_long_help(help));
+    let matches = command.get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit())
+}
+
+/// Subcommands a stream script takes as verbs: those that read an image's attrs
+/// (`--attrs`), except `stream` and `stream-script` themselves and `popularity` (which
+/// reads a `graph`, not an image).
+fn verbs(command: &clap::Command) -> Vec<String> {
+    command
+        .get_subcommands()
+        .filter(|sub| has_arg(sub, "attrs") && !matches!(sub.get_name(), "stream" | "stream-script" | "popularity"))
+        .map(|sub| sub.get_name().to_string())
+        .collect()
+}
+
+fn has_arg(command: &clap::Command, id: &str) -> bool {
+    command.get_arguments().any(|arg| arg.get_id() == id)
+}
+
+/// An image name and tag given with `-t`/`--repo-tag`, checked with docker's grammar.
+#[derive(Clone, Debug)]
+struct RepoTag {
+    name: String,
+    tag: String,
+}
+
+impl std::fmt::Display for RepoTag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.name, self.tag)
+    }
+}
+
+impl RepoTag {
+    /// The image gets this name and tag (its `RepoTags` and index annotations).
+    fn apply(&self, spec: &mut nix_layers::attrs::ImageSpec) {
+        spec.name.clone_from(&self.name);
+        spec.tag.clone_from(&self.tag);
+    }
+}
+
+/// `NAME:TAG`: the tag follows the first `:` after the last `/` (a registry port's `:`
+/// comes before a `/`).
+fn parse_repo_tag(value: &str) -> Result<RepoTag, String> {
+    if value.contains('@') {
+        return Err(format!("{value:?}: a digest cannot name an image being written; write NAME:TAG"));
+    }
+    let last_part = value.rfind('/').map_or(0, |i| i + 1);
+    let Some(colon) = value[last_part..].find(':').map(|i| last_part + i) else {
+        return Err(format!("{value:?} has no tag: write NAME:TAG, e.g. {value}:latest"));
+    };
+    let (name, tag) = (&value[..colon], &value[colon + 1..]);
+    reference::check_name(name).map_err(|why| format!("{value:?}: name {name:?}: {why}"))?;
+    reference::check_tag(tag).map_err(|why| format!("{value:?}: tag {tag:?}: {why}"))?;
+    Ok(RepoTag { name: name.to_string(), tag: tag.to_string() })
+}
+
+/// `scriptArgs` of a stream script: arguments put before the user's when it runs.
+fn script_args(attrs: &Attrs) -> Result<Vec<String>> {
+    let Some(value) = attrs.get("scriptArgs")? else {
+        return Ok(Vec::new());
+    };
+    let wrong = || anyhow!("key `scriptArgs`: expected a list of strings (arguments put before the user's), got {value}");
+    let Value::Array(items) = value.as_ref() else {
+        return Err(wrong());
+    };
+    items.iter().map(|item| item.as_str().map(str::to_string).ok_or_else(wrong)).collect()
+}
+
+/// `stream [FILE] [-t NAME:TAG] [VERB ARGS…]`: the archive to stdout, or VERB run on the
+/// same attrs.
+fn stream_or_verb(
+    file: Option<PathBuf>,
+    attrs_option: Option<PathBuf>,
+    repo_tag: Option<&RepoTag>,
+    threads: &Threads,
+    cache: &Cache,
+    verb: Vec<OsString>,
+    store_dir: &str,
+) -> Result<()> {
+    // With --attrs, a first positional word is the verb, not a file.
+    let (file, mut words) = match (file, attrs_option) {
+        (Some(word), Some(attrs)) => (Some(attrs), std::iter::once(word.into_os_string()).chain(verb).collect()),
+        (file, attrs) => (file.or(attrs), verb),
+    };
+    let path = attrs::locate(file.as_deref())?;
+    let attrs = Attrs::read(&path)?;
+    let preset = script_args(&attrs)?;
+    words.splice(0..0, preset.into_iter().map(OsString::from));
+    if words.is_empty() {
+        return stream_cmd(attrs, repo_tag, threads.count(), &cache.open(), store_dir);
+    }
+    let mut forwarded = Vec::new();
+    if let Some(repo_tag) = repo_tag {
+        forwarded.push(("repo_tag", "--repo-tag", Some(repo_tag.to_string())));
+    }
+    if let Some(n) = threads.threads {
+        forwarded.push(("threads", "--threads", Some(n.to_string())));
+    }
+    if cache.no_cache {
+        forwarded.push(("no_cache", "--no-cache", None));
+    }
+    if let Ok(mut slot) = PRELOADED.lock() {
+        *slot = Some(attrs);
+    }
+    run_verb(&words, &path, &forwarded)
+}
+
+/// Runs `nix-layers VERB --attrs FILE [FORWARDED…] ARGS…` in this process, parsed as if
+/// given on the command line (`words` = VERB ARGS…): any subcommand that reads attrs
+/// works, including ones added later. `forwarded`: (clap id, flag, value) of options given
+/// before the verb (a flag without a value is a switch).
+fn run_verb(words: &[OsString], attrs_file: &Path, forwarded: &[(&str, &str, Option<String>)]) -> Result<()> {
+    let command = Cli::command();
+    let verbs = verbs(&command);
+    let verb = words[0].to_string_lossy();
+    let Some(sub) = command.find_subcommand(verb.as_ref()).filter(|_| verbs.iter().any(|v| *v == verb)) else {
+        if verb == "load" {
+            bail!("this nix-layers has no `load` subcommand (loading into docker or podman comes with a later version)");
+        }
+        bail!(
+            "`{verb}` is not a verb of a stream script: give one of {} (or none, to write the archive to stdout)",
+            verbs.join(", ")
+        );
+    };
+    let mut argv: Vec<OsString> = vec!["nix-layers".into(), words[0].clone(), "--attrs".into(), attrs_file.into()];
+    for (id, flag, value) in forwarded {
+        let given = match value {
+            Some(value) => format!("{flag} {value}"),
+            None => (*flag).to_string(),
+        };
+        if !has_arg(sub, id) {
+            bail!("{given} was given before `{verb}`, which takes no {flag} (see `nix-layers {verb} --help`)");
+        }
+        argv.push((*flag).into());
+        argv.extend(value.iter().map(OsString::from));
+    }
+    argv.extend(words[1..].iter().cloned());
+    let cli = Cli::try_parse_from(argv).unwrap_or_else(|err| err.exit());
+    run(cli)
+}
+
+/// `copy-to DEST [OPTIONS…]`: DEST, as skopeo spells it, mapped to our subcommand.
+fn copy_to_cmd(dest: &str, attrs_file: Option<PathBuf>, options: Vec<OsString>) -> Result<()> {
+    let mut words: Vec<OsString> = copy_to_words(dest)?.into_iter().map(OsString::from).collect();
+    words.extend(options);
+    let path = attrs::locate(attrs_file.as_deref())?;
+    run_verb(&words, &path, &[])
+}
+
+fn copy_to_words(dest: &str) -> Result<Vec<String>> {
+    if dest.starts_with("docker://") {
+        return Ok(vec!["push".into(), dest.into()]);
+    }
+    if dest.starts_with("oci:") || dest.starts_with("oci-archive:") {
+        return Ok(vec!["oci".into(), dest.into()]);
+    }
+    for (transport, engine) in [("docker-daemon:", "docker"), ("containers-storage:", "podman")] {
+        if let Some(name) = dest.strip_prefix(transport) {
+            let mut words = vec!["load".to_string(), engine.to_string()];
+            if !name.is_empty() {
+                words.extend(["--repo-tag".to_string(), name.to_string()]);
+            }
+            return Ok(words);
+        }
+    }
+    bail!(
+        "`{dest}`: copy-to takes docker://HOST[:PORT]/NAME[:TAG] (push), oci:DIR[:TAG] or oci-archive:FILE[:TAG] (oci), \
+         docker-daemon:[NAME:TAG] (load docker) or containers-storage:[NAME:TAG] (load podman)"
+    )
 }

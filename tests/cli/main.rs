@@ -20,3 +20,4 @@ mod pipeline;
 mod plan;
 mod popularity;
 mod resources;
+mod verbs;
