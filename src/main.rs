@@ -398,13 +398,15 @@ fn push_cmd(
     let written = write_image(&mut push, &spec, &layers, threads)?;
     let stats = push.stats();
     eprintln!(
-        "nix-layers: pushed {}/{}:{tag}@{}: {} uploaded, {} already present, {} sent",
+        "nix-layers: pushed {}/{}:{tag}@{}: {} uploaded, {} already present, {} mounted, {} sent, {:.1} s",
         reference.registry,
         reference.repository,
         push.manifest_digest().unwrap_or("?"),
         stats.uploaded,
         stats.present,
-        human_size(stats.bytes_sent)
+        stats.mounted,
+        human_size(stats.bytes_sent),
+        started.elapsed().as_secs_f64()
     );
     summary(written, started);
     Ok(())

@@ -113,7 +113,7 @@ fn push_verify_repush_nothing_then_only_the_changed_layer() {
     // Again: every blob present, zero upload requests, the tag re-put.
     let log = push_ok(&fixture, &attrs, &insecure, &dest);
     assert_eq!(count(&log, ": present, "), 6, "{log}");
-    assert!(log.contains("0 uploaded, 6 already present, 0 B sent"), "{log}");
+    assert!(log.contains("0 uploaded, 6 already present, 0 mounted, 0 B sent"), "{log}");
     assert_eq!(registry.upload_requests(), 3 * 6, "a re-push uploads nothing");
 
     // One file of one store path changed: its layer and the config are uploaded, nothing else.
