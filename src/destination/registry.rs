@@ -123,6 +123,9 @@ struct Shared {
     first_error: Mutex<Option<anyhow::Error>>,
     /// Blobs now in the repository, with how they got there (for the caller's cache).
     landed: Mutex<Vec<(usize, Blob, Outcome)>>,
+    /// Repositories that lent a layer by a mount: the config is tried there too (an image
+    /// pushed again under another name has the same config).
+    lenders: Mutex<Vec<String>>,
 }
 
 impl Shared {
@@ -161,6 +164,10 @@ impl Shared {
             // A refused mount (no pull right on `from`, a registry without mounts) is no
             // reason to fail: the blob is uploaded instead.
             if let Ok(true) = self.client.mount_blob(&self.repository, &digest, from) {
+                let mut lenders = self.lenders.lock().unwrap_or_else(|p| p.into_inner());
+                if !lenders.contains(from) {
+                    lenders.push(from.clone());
+                }
                 return Ok(Some(Outcome::Mounted));
             }
         }
@@ -379,6 +386,7 @@ impl RegistryPush {
             failed: AtomicBool::new(false),
             first_error: Mutex::new(None),
             landed: Mutex::new(Vec::new()),
+            lenders: Mutex::new(Vec::new()),
         });
         let pool = Pool::start(&shared)?;
         Ok(RegistryPush {
@@ -577,7 +585,8 @@ impl Destination for RegistryPush {
         }
         let started = Instant::now();
         let config = Blob::of(media_type::CONFIG, image.config);
-        let outcome = self.shared.send(&config, &[], || Ok(image.config))?;
+        let lenders = self.shared.lenders.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let outcome = self.shared.send(&config, &lenders, || Ok(image.config))?;
         self.shared.progress.blob(None, outcome, config.size, started.elapsed());
         // Last: until now the tag still names the previous image, whose blobs are there.
         let manifest = oci_manifest(&config, &layers);
