@@ -330,7 +330,7 @@ fn registry_killed_mid_push_fails_naming_it_and_a_later_push_completes() {
     let mut attrs = fixture.attrs();
     attrs["contents"] = json!([app]);
     let dest = format!("docker://{}/t/big:v1", registry.host());
-    let args = ["--tls-verify=false", "--compression-format", "none"];
+    let args = ["--tls-verify=false"];
 
     // Killed (SIGKILL, as a crash) once the first upload request is in its log.
     let mut child = push_command(&fixture, &attrs, &args, &dest, None)
@@ -366,8 +366,31 @@ fn registry_killed_mid_push_fails_naming_it_and_a_later_push_completes() {
     assert!(!inspect.status.success(), "the failed push left a tag: {}", String::from_utf8_lossy(&inspect.stdout));
     let log = push_ok(&fixture, &attrs, &args, &dest);
     assert!(log.contains("nix-layers: pushed"), "{log}");
-    let file = fixture.write_attrs("oci.attrs.json", &attrs);
-    let oci = fixture.dir.path().join("oci");
-    fixture.run_ok(&["oci", "--compression-format", "none", "--attrs", file.to_str().unwrap(), &format!("oci:{}", oci.display())]);
-    assert_eq!(skopeo_blobs(&fixture, &dest, &["--src-tls-verify=false"], "pulled"), blobs(&oci));
+    assert_eq!(skopeo_blobs(&fixture, &dest, &["--src-tls-verify=false"], "pulled"), oci_blobs(&fixture, &attrs, "oci"));
+}
+
+#[test]
+fn on_a_terminal_progress_is_one_live_line() {
+    let registry = Registry::start(Mode::Plain);
+    let (fixture, attrs) = small_image();
+    let dest = format!("docker://{}/t/tty:v1", registry.host());
+    harness::require("script", "bsdutils");
+    // `script` runs the push with a pseudo-terminal as stdin, stdout and stderr.
+    let cmd = push_command(&fixture, &attrs, &["--tls-verify=false"], &dest, None);
+    let quote = |s: &std::ffi::OsStr| format!("'{}'", s.to_str().unwrap().replace('\'', r"'\''"));
+    let mut line: Vec<String> = cmd.get_envs().filter_map(|(k, v)| Some(format!("{}={}", k.to_str()?, quote(v?)))).collect();
+    line.insert(0, "env".into());
+    for (k, v) in cmd.get_envs() {
+        if v.is_none() {
+            line.insert(1, format!("-u {}", k.to_str().unwrap()));
+        }
+    }
+    line.push(quote(cmd.get_program()));
+    line.extend(cmd.get_args().map(quote));
+    let out = Command::new("script").args(["-qec", &line.join(" "), "/dev/null"]).stdin(std::process::Stdio::null()).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("layers 0/5 (0 present, 0 mounted)") && text.contains(" sent ("), "no live line: {text}");
+    assert!(!text.contains(": uploaded, "), "per-blob lines on a terminal: {text}");
+    assert!(text.contains("6 uploaded, 0 already present, 0 mounted"), "{text}");
 }
