@@ -515,14 +515,19 @@ impl RegistryPush {
         self.blobs.get(index).and_then(Option::as_ref)
     }
 
-    /// Compresses the open layer's end and hands its file to the upload threads.
-    fn end_current(&mut self, mount_from: Vec<String>) -> Result<Blob> {
+    /// Compresses the open layer's end and hands its file to the upload threads;
+    /// `repositories` tells, given the blob, the `HOST[:PORT]/REPOSITORY`s known to have it.
+    fn end_current(&mut self, repositories: impl FnOnce(&Blob) -> Vec<String>) -> Result<Blob> {
+        if let Some(e) = self.shared.take_error() {
+            return Err(e);
+        }
         let OpenLayer { index, writer, path, started } =
             self.current.take().context("internal error: a layer ends before it began")?;
         let hashing = writer.finish().with_context(|| format!("cannot write `{}`", path.display()))?;
         hashing.inner.into_inner().map_err(|e| e.into_error()).with_context(|| format!("cannot write `{}`", path.display()))?;
         let blob = Blob { media_type: layer_media_type(self.compressor), sha256: hashing.sha.finalize().into(), size: hashing.size };
         self.blobs[index] = Some(blob.clone());
+        let mount_from = self.mount_sources(&repositories(&blob));
         let job = Job { index, blob: blob.clone(), path, started, mount_from };
         let sender = self.pool.sender.as_ref().context("internal error: a layer after the push finished")?;
         // Blocks while QUEUED files wait: the producers wait with us (bounded disk use).
@@ -531,19 +536,6 @@ impl RegistryPush {
             return Err(self.shared.take_error().unwrap_or_else(|| anyhow!("internal error: the upload threads stopped")));
         }
         Ok(blob)
-    }
-
-    /// Like [`Destination::end_layer`], with the repositories (`HOST[:PORT]/REPOSITORY`)
-    /// the caller knows had a blob of this digest, for a mount; returns the layer's blob.
-    ///
-    /// # Errors
-    /// As [`Destination::end_layer`].
-    pub fn end_layer_mountable(&mut self, repositories: &[String]) -> Result<Blob> {
-        let from = self.mount_sources(repositories);
-        if let Some(e) = self.shared.take_error() {
-            return Err(e);
-        }
-        self.end_current(from)
     }
 }
 
@@ -570,7 +562,7 @@ impl Destination for RegistryPush {
     }
 
     fn end_layer(&mut self, _digest: LayerDigest) -> Result<()> {
-        self.end_layer_mountable(&[]).map(drop)
+        self.end_current(|_| Vec::new()).map(drop)
     }
 
     fn finish(&mut self, image: &FinishedImage<'_>) -> Result<()> {
