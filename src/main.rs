@@ -4,6 +4,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use nix_layers::archive::{write_image, Written};
 use nix_layers::attrs::{self, Attrs, Compressor};
+use nix_layers::cache::LayerCache;
 use nix_layers::compress::Compressed;
 use nix_layers::destination::hybrid_archive::write_archive;
 use nix_layers::destination::oci_layout::{OciArchive, OciLayout, OciTarget};
@@ -65,6 +66,8 @@ enum Command {
         attrs: Option<PathBuf>,
         #[command(flatten)]
         threads: Threads,
+        #[command(flatten)]
+        cache: Cache,
     },
     /// Write the image as an OCI layout: `oci:DIR[:TAG]` (a directory, added to if it
     /// exists) or `oci-archive:FILE[:TAG]` (a tar of one). TAG defaults to the image's tag.
@@ -79,6 +82,8 @@ enum Command {
         compression_format: String,
         #[command(flatten)]
         threads: Threads,
+        #[command(flatten)]
+        cache: Cache,
     },
     /// Push the image to a registry: `docker://HOST[:PORT]/NAME[:TAG]` (TAG defaults to
     /// the image's tag). Blobs the registry has are not uploaded; the manifest goes last.
@@ -108,6 +113,8 @@ enum Command {
         cert_dir: Option<PathBuf>,
         #[command(flatten)]
         threads: Threads,
+        #[command(flatten)]
+        cache: Cache,
     },
     /// Write an executable that streams the image when run (the builder of
     /// streamLayeredImage): `#!<this binary> stream` followed by the attrs.
@@ -160,6 +167,20 @@ struct InputOutput {
     out: Option<PathBuf>,
 }
 
+#[derive(Args)]
+struct Cache {
+    /// Do not use the layer cache ($XDG_CACHE_HOME/nix-layers): read every layer and
+    /// remember nothing.
+    #[arg(long)]
+    no_cache: bool,
+}
+
+impl Cache {
+    fn open(&self) -> LayerCache {
+        LayerCache::open(self.no_cache)
+    }
+}
+
 #[derive(Args, Default)]
 struct Threads {
     /// Worker threads, at least 1 (default: $NIX_BUILD_CORES if set and > 0, else all
@@ -197,11 +218,11 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Popularity { file, key, io } => popularity_cmd(file, &key, io),
         Command::Build { io, threads } => build_cmd(io, threads.count(), &store_dir),
-        Command::Stream { file, attrs, threads } => stream_cmd(file.or(attrs), threads.count(), &store_dir),
-        Command::Oci { dest, attrs, compression_format, threads } => {
-            oci_cmd(&dest, attrs, &compression_format, threads.count(), &store_dir)
+        Command::Stream { file, attrs, threads, cache } => stream_cmd(file.or(attrs), threads.count(), &cache.open(), &store_dir),
+        Command::Oci { dest, attrs, compression_format, threads, cache } => {
+            oci_cmd(&dest, attrs, &compression_format, threads.count(), &cache.open(), &store_dir)
         }
-        Command::Push { dest, attrs, compression_format, creds, authfile, tls_verify, cert_dir, threads } => {
+        Command::Push { dest, attrs, compression_format, creds, authfile, tls_verify, cert_dir, threads, cache } => {
             let options = ClientOptions {
                 tls_verify,
                 cert_dir,
@@ -209,7 +230,7 @@ fn run(cli: Cli) -> Result<()> {
                 authfile,
                 ..ClientOptions::default()
             };
-            push_cmd(&dest, attrs, compressor(&compression_format), &options, threads.count(), &store_dir)
+            push_cmd(&dest, attrs, compressor(&compression_format), &options, threads.count(), &cache.open(), &store_dir)
         }
         Command::StreamScript { io } => stream_script_cmd(io, &store_dir),
         Command::Layers { file, key, layering, max_layers, pipeline, ignore } => {
@@ -307,7 +328,8 @@ fn build_cmd(io: InputOutput, threads: usize, store_dir: &str) -> Result<()> {
     let spec = image.into_spec();
     let mut file = AtomicFile::create(&target)?;
     let mut out = Compressed::new(file.writer(), spec.compressor, threads)?;
-    let written = write_archive(&mut out, &spec, &layers, threads)?;
+    // A Nix build's output depends on its inputs only: no cache.
+    let written = write_archive(&mut out, &spec, &layers, threads, &LayerCache::disabled())?;
     out.finish().context("cannot write the image")?;
     file.commit(0o444)?;
     summary(written, started);
@@ -324,7 +346,7 @@ fn summary(written: Written, started: Instant) {
     );
 }
 
-fn stream_cmd(file: Option<PathBuf>, threads: usize, store_dir: &str) -> Result<()> {
+fn stream_cmd(file: Option<PathBuf>, threads: usize, cache: &LayerCache, store_dir: &str) -> Result<()> {
     let started = Instant::now();
     let mut stdout = output::stdout()?;
     let attrs = read_attrs(file.as_deref())?;
@@ -332,7 +354,7 @@ fn stream_cmd(file: Option<PathBuf>, threads: usize, store_dir: &str) -> Result<
     drop(attrs); // the plan has what is needed; the raw closure JSON can go
     let layers = image.scan_layers(store_dir, threads)?;
     let spec = image.into_spec();
-    let written = write_archive(&mut stdout, &spec, &layers, threads)?;
+    let written = write_archive(&mut stdout, &spec, &layers, threads, cache)?;
     summary(written, started);
     Ok(())
 }
@@ -345,7 +367,14 @@ fn print_plan_if_debug(image: &PlannedImage) {
     }
 }
 
-fn oci_cmd(dest: &str, attrs_file: Option<PathBuf>, compression: &str, threads: usize, store_dir: &str) -> Result<()> {
+fn oci_cmd(
+    dest: &str,
+    attrs_file: Option<PathBuf>,
+    compression: &str,
+    threads: usize,
+    cache: &LayerCache,
+    store_dir: &str,
+) -> Result<()> {
     let started = Instant::now();
     let (target, tag) = OciTarget::parse(dest)?;
     let compressor = compressor(compression);
@@ -356,10 +385,10 @@ fn oci_cmd(dest: &str, attrs_file: Option<PathBuf>, compression: &str, threads: 
     let spec = image.into_spec();
     let tag = tag.unwrap_or_else(|| spec.tag.clone());
     let mut destination: Box<dyn Destination> = match &target {
-        OciTarget::Dir(dir) => Box::new(OciLayout::open(dir, &tag, compressor, threads)?),
-        OciTarget::Archive(file) => Box::new(OciArchive::create(file, &tag, compressor, threads)?),
+        OciTarget::Dir(dir) => Box::new(OciLayout::open(dir, &tag, compressor, threads, cache.clone())?),
+        OciTarget::Archive(file) => Box::new(OciArchive::create(file, &tag, compressor, threads, cache.clone())?),
     };
-    let written = write_image(destination.as_mut(), &spec, &layers, threads)?;
+    let written = write_image(destination.as_mut(), &spec, &layers, threads, cache)?;
     summary(written, started);
     Ok(())
 }
@@ -379,6 +408,7 @@ fn push_cmd(
     compressor: Compressor,
     options: &ClientOptions,
     threads: usize,
+    cache: &LayerCache,
     store_dir: &str,
 ) -> Result<()> {
     let started = Instant::now();
@@ -395,7 +425,7 @@ fn push_cmd(
     // Connect (and learn how to authenticate) before any layer is read.
     let client = Client::connect(reference.api_host(), options)?;
     let mut push = RegistryPush::new(client, &reference.repository, &tag, compressor, threads, layers.len())?;
-    let written = write_image(&mut push, &spec, &layers, threads)?;
+    let written = write_image(&mut push, &spec, &layers, threads, cache)?;
     let stats = push.stats();
     eprintln!(
         "nix-layers: pushed {}/{}:{tag}@{}: {} uploaded, {} already present, {} mounted, {} sent, {:.1} s",
