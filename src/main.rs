@@ -424,7 +424,7 @@ fn push_cmd(
     let tag = reference.tag.clone().unwrap_or_else(|| spec.tag.clone());
     // Connect (and learn how to authenticate) before any layer is read.
     let client = Client::connect(reference.api_host(), options)?;
-    let mut push = RegistryPush::new(client, &reference.repository, &tag, compressor, threads, layers.len())?;
+    let mut push = RegistryPush::new(client, &reference.repository, &tag, compressor, threads, layers.len(), cache.clone())?;
     let written = write_image(&mut push, &spec, &layers, threads, cache)?;
     let stats = push.stats();
     eprintln!(

@@ -6,7 +6,7 @@
 //! layer ends, the file is handed to a small pool of upload threads ([`UPLOADS`] at a
 //! time) and the next layer is compressed meanwhile. An upload thread `HEAD`s the blob;
 //! if the registry lacks it, it mounts it from another repository of the same registry
-//! that had it (when the caller knows one), else uploads it from the file (reopened at
+//! that had it (when the layer cache knows one), else uploads it from the file (reopened at
 //! each retry), and removes the file. At most [`QUEUED`] finished files wait for a thread:
 //! past that, the layer producers wait, so the temporary disk space stays bounded (about
 //! `UPLOADS + QUEUED + 1` compressed layers).
@@ -15,14 +15,15 @@
 //! push's), then sends the config, and puts the OCI manifest **last**, so a failed push
 //! never leaves the tag naming a blob the registry lacks.
 //!
-//! Before any layer is read, [`RegistryPush::check_known`] takes what is known of each
-//! layer's compressed blob (from the layer cache) and `HEAD`s those blobs in parallel
+//! Before any layer is read, [`Destination::present`] looks up each layer's compressed
+//! blob in the layer cache, and [`RegistryPush::check_known`] `HEAD`s those blobs in parallel
 //! ([`HEADS`] at a time): a blob the registry has, with the size we know, or one mounted
 //! from another repository, makes its layer skipped, not read at all.
 
 use super::oci_layout::{layer_media_type, Hashing};
-use super::{media_type, oci_manifest, Blob, Destination, FinishedImage};
+use super::{media_type, oci_manifest, Blob, Destination, FinishedImage, KnownLayer};
 use crate::attrs::Compressor;
+use crate::cache::{compression_id, LayerCache, LayerKey};
 use crate::compress::Compressed;
 use crate::layer::LayerDigest;
 use crate::plan::human_size;
@@ -356,12 +357,20 @@ pub struct RegistryPush {
     skipped: Vec<Option<(Blob, Outcome, Duration)>>,
     /// The manifest's digest, once it is pushed.
     manifest_digest: Option<String>,
+    /// Knows compressed blobs of earlier runs and the repositories that had them; told
+    /// the blobs and repositories of this push.
+    cache: LayerCache,
+    /// [`compression_id`] of `compressor`.
+    compression: String,
+    /// Each layer's cache key, from [`Destination::present`].
+    keys: Vec<Option<LayerKey>>,
 }
 
 impl RegistryPush {
     /// Starts a push of an image of `layer_count` layers to `repository:tag` through
     /// `client`; layer files go to a new temporary directory (under `$TMPDIR`). A live
-    /// progress line is drawn when stderr is a terminal.
+    /// progress line is drawn when stderr is a terminal. `cache` is read for the blobs of
+    /// layers it knows and told what this push compresses and sends.
     ///
     /// # Errors
     /// The temporary directory or the upload threads cannot be created.
@@ -372,6 +381,7 @@ impl RegistryPush {
         compressor: Compressor,
         threads: usize,
         layer_count: usize,
+        cache: LayerCache,
     ) -> Result<RegistryPush> {
         let temp_dir = tempfile::Builder::new()
             .prefix("nix-layers-push-")
@@ -401,6 +411,9 @@ impl RegistryPush {
             blobs: vec![None; layer_count],
             skipped: vec![None; layer_count],
             manifest_digest: None,
+            cache,
+            compression: compression_id(compressor),
+            keys: vec![None; layer_count],
         })
     }
 
@@ -423,8 +436,10 @@ impl RegistryPush {
     /// push's registry and are not its repository: where a blob can be mounted from.
     pub fn mount_sources(&self, repositories: &[String]) -> Vec<String> {
         let prefix = format!("{}/", self.shared.client.registry());
+        // The cache lists the newest last; the newest is the likeliest to still have it.
         repositories
             .iter()
+            .rev()
             .filter_map(|r| r.strip_prefix(&prefix))
             .filter(|r| *r != self.shared.repository && !r.is_empty())
             .map(str::to_string)
@@ -510,14 +525,22 @@ impl RegistryPush {
         std::mem::take(&mut *self.shared.landed.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
+    /// Tells the cache which repository now has the blobs that landed.
+    fn record_landed(&self) {
+        let here = self.registry_repository();
+        for (_, blob, _) in self.take_landed() {
+            self.cache.record_repository(&blob, &here);
+        }
+    }
+
     /// Layer `index`'s blob, once compressed or skipped.
     pub fn layer_blob(&self, index: usize) -> Option<&Blob> {
         self.blobs.get(index).and_then(Option::as_ref)
     }
 
-    /// Compresses the open layer's end and hands its file to the upload threads;
-    /// `repositories` tells, given the blob, the `HOST[:PORT]/REPOSITORY`s known to have it.
-    fn end_current(&mut self, repositories: impl FnOnce(&Blob) -> Vec<String>) -> Result<Blob> {
+    /// Compresses the open layer's end, records its blob in the cache and hands its file
+    /// to the upload threads, with the repositories the cache knows had the blob.
+    fn end_current(&mut self) -> Result<Blob> {
         if let Some(e) = self.shared.take_error() {
             return Err(e);
         }
@@ -527,7 +550,10 @@ impl RegistryPush {
         hashing.inner.into_inner().map_err(|e| e.into_error()).with_context(|| format!("cannot write `{}`", path.display()))?;
         let blob = Blob { media_type: layer_media_type(self.compressor), sha256: hashing.sha.finalize().into(), size: hashing.size };
         self.blobs[index] = Some(blob.clone());
-        let mount_from = self.mount_sources(&repositories(&blob));
+        if let Some(Some(key)) = self.keys.get(index) {
+            self.cache.record_blob(key, &self.compression, &blob);
+        }
+        let mount_from = self.mount_sources(&self.cache.repositories(&blob));
         let job = Job { index, blob: blob.clone(), path, started, mount_from };
         let sender = self.pool.sender.as_ref().context("internal error: a layer after the push finished")?;
         // Blocks while QUEUED files wait: the producers wait with us (bounded disk use).
@@ -540,6 +566,28 @@ impl RegistryPush {
 }
 
 impl Destination for RegistryPush {
+    /// The layers whose compressed blob the cache knows (for this compression) are asked
+    /// of the registry: those it has, or that are mounted, are not read.
+    fn present(&mut self, layers: &[KnownLayer]) -> Result<Vec<bool>> {
+        self.keys = layers.iter().map(|l| l.key).collect();
+        self.keys.resize(self.layer_count, None);
+        let known: Vec<Option<KnownBlob>> = layers
+            .iter()
+            .map(|l| {
+                // write_image needs the diff_id of a layer it does not read.
+                l.diff_id?;
+                let blob = self.cache.blob(&l.key?, &self.compression)?;
+                let repositories = self.cache.repositories(&blob);
+                Some(KnownBlob { blob, repositories })
+            })
+            .collect();
+        self.check_known(&known)
+    }
+
+    fn skip_layer(&mut self, index: usize, _known: &KnownLayer) -> Result<()> {
+        self.skip(index).map(drop)
+    }
+
     fn begin_layer(&mut self, index: usize, _tar_size: u64) -> Result<()> {
         // A failed upload ends the push: no point compressing more.
         if let Some(e) = self.shared.take_error() {
@@ -562,12 +610,15 @@ impl Destination for RegistryPush {
     }
 
     fn end_layer(&mut self, _digest: LayerDigest) -> Result<()> {
-        self.end_current(|_| Vec::new()).map(drop)
+        self.end_current().map(drop)
     }
 
     fn finish(&mut self, image: &FinishedImage<'_>) -> Result<()> {
         // Every layer blob first: the manifest may only name blobs the registry has.
-        self.pool.join()?;
+        let joined = self.pool.join();
+        // What did land is remembered, even when the push fails.
+        self.record_landed();
+        joined?;
         if let Some(e) = self.shared.take_error() {
             return Err(e);
         }
@@ -596,5 +647,6 @@ impl Drop for RegistryPush {
         self.shared.failed.store(true, Ordering::SeqCst);
         self.pool.sender = None;
         self.shared.progress.clear();
+        self.record_landed();
     }
 }

@@ -56,7 +56,7 @@ fn push_command(fixture: &Fixture, attrs: &Value, args: &[&str], dest: &str, tra
         .arg(dest)
         .env("NIX_STORE", fixture.store())
         .env("TMPDIR", tmp_dir(fixture))
-        .env("XDG_CACHE_HOME", fixture.dir.path().join("cache"))
+        .env("XDG_CACHE_HOME", fixture.cache_dir())
         .env("REGISTRY_AUTH_FILE", fixture.dir.path().join("no-auth.json"))
         .env_remove("NIX_BUILD_CORES")
         .env_remove("NIX_BUILD_TOP")
