@@ -43,8 +43,9 @@ fn push_command(fixture: &Fixture, attrs: &Value, args: &[&str], dest: &str, tra
             harness::require("strace", "strace");
             let mut cmd = Command::new("strace");
             // -y: descriptors with their paths, so that an `openat(dirfd, "name")` relative
-            // to a store directory shows the directory.
-            cmd.args(["-f", "-y", "-qq", "-e", "trace=open,openat,openat2", "-o"]).arg(trace).arg(BIN);
+            // to a store directory shows the directory. -ff: one file per thread, so that
+            // no call is split into `<unfinished …>` and `<… resumed>` lines.
+            cmd.args(["-ff", "-y", "-qq", "-e", "trace=open,openat,openat2", "-o"]).arg(trace).arg(BIN);
             cmd
         }
         None => Command::new(BIN),
@@ -80,16 +81,21 @@ fn push(fixture: &Fixture, attrs: &Value, args: &[&str], dest: &str) -> Output {
 /// (successful opens, not of a directory, of a path in the fixture's store), one trace
 /// line each.
 fn push_traced(fixture: &Fixture, attrs: &Value, args: &[&str], dest: &str, label: &str) -> (String, Vec<String>) {
-    let trace = fixture.dir.path().join(format!("strace-{label}.txt"));
-    let out = push_command(fixture, attrs, args, dest, Some(&trace)).output().unwrap();
+    let traces = fixture.dir.path().join(format!("strace-{label}"));
+    fs::create_dir(&traces).unwrap();
+    let out = push_command(fixture, attrs, args, dest, Some(&traces.join("t"))).output().unwrap();
     assert!(out.status.success(), "push {dest} ({label}) failed:\n{}", stderr(&out));
     let store = format!("{}/", fixture.store());
-    let opened = fs::read_to_string(&trace)
-        .unwrap()
-        .lines()
-        .filter(|l| l.contains(&store) && !l.contains("O_DIRECTORY") && !l.contains("O_PATH") && !l.contains("= -1 "))
-        .map(str::to_string)
-        .collect();
+    let mut opened = Vec::new();
+    for trace in fs::read_dir(&traces).unwrap() {
+        let text = fs::read_to_string(trace.unwrap().path()).unwrap();
+        opened.extend(
+            text.lines()
+                .filter(|l| l.contains(&store) && !l.contains("O_DIRECTORY") && !l.contains("O_PATH") && !l.contains("= -1 "))
+                .map(str::to_string),
+        );
+    }
+    assert!(fs::read_dir(&traces).unwrap().count() > 1, "strace -ff wrote one file per thread");
     (stderr(&out), opened)
 }
 
