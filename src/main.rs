@@ -470,17 +470,19 @@ fn push_cmd(
     let tag = reference.tag.clone().unwrap_or_else(|| spec.tag.clone());
     // Connect (and learn how to authenticate) before any layer is read.
     let client = Client::connect(reference.api_host(), options)?;
-    let mut push = RegistryPush::new(client, &reference.repository, &tag, compressor, threads, layers.len())?;
+    let mut push = RegistryPush::new(client, &reference.repository, &tag, compressor, threads, layers.len(), cache.clone())?;
     let written = write_image(&mut push, &spec, &layers, threads, cache)?;
     let stats = push.stats();
     eprintln!(
-        "nix-layers: pushed {}/{}:{tag}@{}: {} uploaded, {} already present, {} sent",
+        "nix-layers: pushed {}/{}:{tag}@{}: {} uploaded, {} already present, {} mounted, {} sent, {:.1} s",
         reference.registry,
         reference.repository,
         push.manifest_digest().unwrap_or("?"),
         stats.uploaded,
         stats.present,
-        human_size(stats.bytes_sent)
+        stats.mounted,
+        human_size(stats.bytes_sent),
+        started.elapsed().as_secs_f64()
     );
     summary(written, started);
     Ok(())

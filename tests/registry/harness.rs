@@ -153,6 +153,13 @@ impl Registry {
     }
 }
 
+impl Registry {
+    /// Cross-repository mounts that succeeded: `POST …/blobs/uploads/?…mount=…` answered `201`.
+    pub fn mount_requests(&self) -> usize {
+        self.log_text().lines().filter(|l| l.contains("\"POST /v2/") && l.contains("mount=") && l.contains("\" 201 ")).count()
+    }
+}
+
 impl Drop for Registry {
     fn drop(&mut self) {
         self.stop();
