@@ -5,6 +5,7 @@ use clap::{Args, Parser, Subcommand};
 use nix_layers::archive::{write_image, Written};
 use nix_layers::attrs::{self, Attrs, Compressor};
 use nix_layers::compress::Compressed;
+use nix_layers::destination::engine_load::{self, Engine, EngineLoad};
 use nix_layers::destination::hybrid_archive::write_archive;
 use nix_layers::destination::oci_layout::{OciArchive, OciLayout, OciTarget};
 use nix_layers::destination::registry::RegistryPush;
@@ -109,6 +110,22 @@ enum Command {
         #[command(flatten)]
         threads: Threads,
     },
+    /// Load the image into docker or podman (`ENGINE load`), leaving out of the archive
+    /// the layers the engine already has.
+    Load {
+        /// `docker` or `podman`: whichever its CLI reaches (DOCKER_HOST, podman's storage
+        /// configuration).
+        #[arg(value_name = "ENGINE", value_parser = ["docker", "podman"])]
+        engine: String,
+        /// The attrs file (a stream script too).
+        #[arg(long, value_name = "FILE")]
+        attrs: Option<PathBuf>,
+        /// Do not use the layer cache (every layer is read and sent).
+        #[arg(long)]
+        no_cache: bool,
+        #[command(flatten)]
+        threads: Threads,
+    },
     /// Write an executable that streams the image when run (the builder of
     /// streamLayeredImage): `#!<this binary> stream` followed by the attrs.
     StreamScript {
@@ -210,6 +227,9 @@ fn run(cli: Cli) -> Result<()> {
                 ..ClientOptions::default()
             };
             push_cmd(&dest, attrs, compressor(&compression_format), &options, threads.count(), &store_dir)
+        }
+        Command::Load { engine, attrs, no_cache, threads } => {
+            load_cmd(&engine, attrs, no_cache, threads.count(), &store_dir)
         }
         Command::StreamScript { io } => stream_script_cmd(io, &store_dir),
         Command::Layers { file, key, layering, max_layers, pipeline, ignore } => {
@@ -405,6 +425,30 @@ fn push_cmd(
         stats.uploaded,
         stats.present,
         human_size(stats.bytes_sent)
+    );
+    summary(written, started);
+    Ok(())
+}
+
+fn load_cmd(engine: &str, attrs_file: Option<PathBuf>, _no_cache: bool, threads: usize, store_dir: &str) -> Result<()> {
+    let started = Instant::now();
+    let engine = Engine::from_name(engine)?;
+    let attrs = read_attrs(attrs_file.as_deref())?;
+    let image = plan_image(&attrs, store_dir)?;
+    drop(attrs); // the plan has what is needed; the raw closure JSON can go
+    // Ask the engine first: a daemon that is down fails before the store is scanned.
+    let stored = engine_load::query(engine)?;
+    let layers = image.scan_layers(store_dir, threads)?;
+    let spec = image.into_spec();
+    let mut load = EngineLoad::start(engine, stored, &spec)?;
+    let written = write_image(&mut load, &spec, &layers, threads);
+    let (written, stats) = load.end(written)?;
+    eprintln!(
+        "nix-layers: loaded {} into {}: {} layers sent, {} already present",
+        spec.repo_tag(),
+        engine.name(),
+        stats.sent,
+        stats.present
     );
     summary(written, started);
     Ok(())

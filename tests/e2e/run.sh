@@ -5,6 +5,7 @@
 #   images.sh      every example loaded into dockerd and podman and run; layers vs plan; skopeo
 #   oci.sh         the hybrid archive as docker-archive:/oci-archive:, `oci` output via skopeo, umoci, podman, docker
 #   push.sh        `push` to a local docker-registry, then docker and podman pull + run; re-push uploads nothing
+#   load.sh        `load docker|podman`: an app-only update sends only the changed layers, then runs
 #   popularity.sh  referencesByPopularity == `nix-layers popularity` on the same graph
 #   nixdb.sh       includeNixDB: the unpacked image is a store the real Nix verifies
 # As root on Debian 12; installs missing packages with apt-get. Ends with one line
@@ -31,7 +32,7 @@ echo "== cargo build (static)"
 NIX_LAYERS=$REPO/target/x86_64-unknown-linux-gnu/release/nix-layers
 standin_prepare "$NIX_LAYERS"
 
-for s in eval build images oci push popularity nixdb; do
+for s in eval build images oci push load popularity nixdb; do
   if [ -z "${E2E_ONLY:-}" ] || [[ " $E2E_ONLY " == *" $s "* ]]; then
     t0=$(date +%s); . "$E2E/$s.sh"; echo "   ($s: $(( $(date +%s) - t0 )) s)"
   fi
