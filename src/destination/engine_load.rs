@@ -190,7 +190,11 @@ pub fn query(engine: Engine) -> Result<Stored> {
 
 /// `engine args…`, its stdout.
 fn run(engine: Engine, args: &[&str]) -> Result<String> {
-    let shown = format!("{} {}", engine.name(), args.iter().take(4).copied().collect::<Vec<_>>().join(" "));
+    // Without the list of image IDs an `image inspect` may carry.
+    let shown = match args.len() {
+        0..=5 => format!("{} {}", engine.name(), args.join(" ")),
+        _ => format!("{} {} …", engine.name(), args[..4].join(" ")),
+    };
     let output = Command::new(engine.name())
         .args(args)
         .stdin(Stdio::null())

@@ -5,6 +5,7 @@
 use crate::errors::small;
 use crate::fixture::{read_docker_archive, read_tar, Fixture};
 use nix_layers::attrs::Attrs;
+use nix_layers::destination::engine_load::{query, Engine, EngineLoad, Stored};
 use nix_layers::destination::hybrid_archive::{write_archive, HybridArchive};
 use nix_layers::destination::{Destination, FinishedImage};
 use nix_layers::layer::LayerDigest;
@@ -121,8 +122,17 @@ fn entries(bytes: &[u8]) -> BTreeMap<String, Vec<u8>> {
         .collect()
 }
 
-#[test]
-fn an_omitted_layer_is_listed_but_neither_its_tar_nor_its_blob_is_written() {
+/// The small image, planned and scanned, its archive as `stream` writes it, and its
+/// layers' diff_ids.
+struct Written {
+    fixture: Fixture,
+    image: nix_layers::pipeline::PlannedImage,
+    full: Vec<u8>,
+    archive: crate::fixture::DockerArchive,
+    diff_ids: Vec<LayerDigest>,
+}
+
+fn written() -> Written {
     let (fixture, attrs) = small();
     let file = fixture.write_attrs("attrs.json", &attrs);
     let store = fixture.store();
@@ -132,7 +142,7 @@ fn an_omitted_layer_is_listed_but_neither_its_tar_nor_its_blob_is_written() {
     write_archive(&mut full, &image.spec, &layers, 2).unwrap();
     let archive = read_docker_archive(&full);
     assert!(archive.layers.len() >= 2, "the fixture has a store layer and the customisation layer");
-    let diff_ids: Vec<LayerDigest> = archive
+    let diff_ids = archive
         .layers
         .iter()
         .map(|tar| {
@@ -144,31 +154,114 @@ fn an_omitted_layer_is_listed_but_neither_its_tar_nor_its_blob_is_written() {
             LayerDigest { sha256, size: tar.len() as u64 }
         })
         .collect();
+    Written { fixture, image, full, archive, diff_ids }
+}
 
-    // The same image, the first layer left out.
-    let mut omitting = Vec::new();
-    let mut dest = HybridArchive::start(&mut omitting, &image.spec).unwrap();
-    for (i, tar) in archive.layers.iter().enumerate() {
-        if i == 0 {
-            dest.omit_layer(i, diff_ids[i]);
+/// A destination that can leave a layer out.
+trait Omits: Destination {
+    fn omit(&mut self, index: usize, digest: LayerDigest);
+}
+
+impl<W: std::io::Write> Omits for HybridArchive<W> {
+    fn omit(&mut self, index: usize, digest: LayerDigest) {
+        self.omit_layer(index, digest);
+    }
+}
+
+impl Omits for EngineLoad {
+    fn omit(&mut self, index: usize, digest: LayerDigest) {
+        self.omit_layer(index, digest).unwrap();
+    }
+}
+
+/// Writes the image of `w` into `dest`, leaving out layer i when `omit[i]`; returns what
+/// `finish` returned.
+fn write_omitting(dest: &mut impl Omits, w: &Written, omit: &[bool]) -> anyhow::Result<()> {
+    for (i, tar) in w.archive.layers.iter().enumerate() {
+        if omit[i] {
+            dest.omit(i, w.diff_ids[i]);
         } else {
-            dest.begin_layer(i, tar.len() as u64).unwrap();
-            dest.layer_chunk(tar).unwrap();
-            dest.end_layer(diff_ids[i]).unwrap();
+            dest.begin_layer(i, tar.len() as u64)?;
+            dest.layer_chunk(tar)?;
+            dest.end_layer(w.diff_ids[i])?;
         }
     }
-    let config = &archive.files[&archive.config_name];
-    dest.finish(&FinishedImage { spec: &image.spec, config, diff_ids: &diff_ids }).unwrap();
+    let config = &w.archive.files[&w.archive.config_name];
+    dest.finish(&FinishedImage { spec: &w.image.spec, config, diff_ids: &w.diff_ids })
+}
 
-    let mut expected = entries(&full);
-    let omitted_blob = format!("blobs/sha256/{}", diff_ids[0].diff_id().strip_prefix("sha256:").unwrap());
-    assert_eq!(expected.remove("layers/001.tar").map(|t| t.len() as u64), Some(diff_ids[0].size));
+#[test]
+fn an_omitted_layer_is_listed_but_neither_its_tar_nor_its_blob_is_written() {
+    let w = written();
+    // The same image, the first layer left out.
+    let mut omitting = Vec::new();
+    let mut dest = HybridArchive::start(&mut omitting, &w.image.spec).unwrap();
+    let mut omit = vec![false; w.diff_ids.len()];
+    omit[0] = true;
+    write_omitting(&mut dest, &w, &omit).unwrap();
+
+    let mut expected = entries(&w.full);
+    let omitted_blob = format!("blobs/sha256/{}", w.diff_ids[0].diff_id().strip_prefix("sha256:").unwrap());
+    assert_eq!(expected.remove("layers/001.tar").map(|t| t.len() as u64), Some(w.diff_ids[0].size));
     assert_eq!(expected.remove(&omitted_blob), Some(b"-> ../../layers/001.tar".to_vec()));
     // Everything else is the same bytes: manifest.json and the OCI manifest still list
     // the layer (with its size), the config its diff_id.
     assert!(entries(&omitting) == expected, "the omitting archive differs beyond the omitted layer");
     let manifest = read_docker_archive_manifest(&omitting);
     assert_eq!(manifest[0]["Layers"][0], "layers/001.tar");
+}
+
+/// Real podman, in a private store: it refuses an archive without a layer it lacks (our
+/// error quoting its own), then, once it has the image, takes the archive without the
+/// layers `query` reports, and the image it stores has every layer.
+#[test]
+fn podman_loads_an_archive_without_the_layers_it_stores() {
+    let w = written();
+    let dir = w.fixture.dir.path();
+    let conf = dir.join("storage.conf");
+    std::fs::write(
+        &conf,
+        format!("[storage]\ndriver = \"vfs\"\ngraphroot = \"{0}/podman-root\"\nrunroot = \"{0}/podman-run\"\n", dir.display()),
+    )
+    .unwrap();
+    // The podman that EngineLoad runs inherits this process's environment; no other
+    // test runs podman without its own CONTAINERS_STORAGE_CONF.
+    std::env::set_var("CONTAINERS_STORAGE_CONF", &conf);
+    let n = w.diff_ids.len();
+    let all_known: Vec<Option<LayerDigest>> = w.diff_ids.iter().copied().map(Some).collect();
+
+    let stored = query(Engine::Podman).unwrap();
+    assert!(stored.is_empty(), "a new store has no layers: {stored:?}");
+    assert_eq!(stored.present(&all_known), vec![false; n]);
+
+    // A layer podman does not have, left out: its load fails, and the error says so.
+    let mut omit = vec![false; n];
+    omit[0] = true;
+    let mut load = EngineLoad::start(Engine::Podman, stored, &w.image.spec).unwrap();
+    let finished = write_omitting(&mut load, &w, &omit);
+    let error = format!("{:#}", load.end(finished).unwrap_err());
+    // podman's own words: `reading blob sha256:<the omitted layer>: … no such file`.
+    let missing = format!("reading blob {}", w.diff_ids[0].diff_id());
+    assert!(error.contains("`podman load` failed") && error.contains(&missing), "{error}");
+
+    // The whole image, then the same image with every layer left out.
+    let mut load = EngineLoad::start(Engine::Podman, Stored::Nothing, &w.image.spec).unwrap();
+    let finished = write_omitting(&mut load, &w, &vec![false; n]);
+    let ((), stats) = load.end(finished).unwrap();
+    assert_eq!((stats.sent, stats.present), (n, 0));
+    let stored = query(Engine::Podman).unwrap();
+    assert_eq!(stored.present(&all_known), vec![true; n], "podman stores every layer: {stored:?}");
+    let mut load = EngineLoad::start(Engine::Podman, stored, &w.image.spec).unwrap();
+    let finished = write_omitting(&mut load, &w, &vec![true; n]);
+    let ((), stats) = load.end(finished).unwrap();
+    assert_eq!((stats.sent, stats.present), (0, n));
+
+    let inspect = std::process::Command::new("podman")
+        .args(["image", "inspect", "--format", "{{json .RootFS.Layers}}", "test-image:latest"])
+        .output()
+        .unwrap();
+    let layers: Vec<String> = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert_eq!(layers, w.diff_ids.iter().map(LayerDigest::diff_id).collect::<Vec<_>>());
 }
 
 fn read_docker_archive_manifest(bytes: &[u8]) -> Value {
