@@ -7,11 +7,12 @@
 //! order; this is the one place where a layer's completion is observed.
 
 use crate::attrs::ImageSpec;
-use crate::destination::{Destination, FinishedImage};
+use crate::cache::{LayerCache, LayerKey};
+use crate::destination::{Destination, FinishedImage, KnownLayer};
 use crate::layer::{self, Event, LayerDigest};
 use crate::scan::LayerSource;
 use crate::plan::human_size;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
 /// A layer of the image and the history comment that says what it holds.
@@ -22,6 +23,8 @@ pub struct ImageLayer {
     pub comment: String,
     /// How many store paths it holds (for the progress line).
     pub paths: usize,
+    /// Its layer cache key, when its bytes can be identified without reading them.
+    pub key: Option<LayerKey>,
 }
 
 /// The largest image config containers/image (podman, skopeo) reads: 4 MiB.
@@ -34,15 +37,26 @@ pub struct Written {
     pub layers: usize,
     /// Their uncompressed bytes, together.
     pub layer_bytes: u64,
+    /// Layers the destination already had, not read.
+    pub skipped: usize,
 }
 
 /// Writes the image to `dest`, producing layers on `threads` workers, and prints a line
 /// per finished layer to stderr (a Nix build log's only sign of progress).
 ///
+/// First the destination is told what `cache` knows of each layer; the layers it already
+/// has are not read at all. Every layer produced has its diff_id recorded in `cache`.
+///
 /// # Errors
 /// The image config would be larger than [`CONFIG_MAX`] (checked before any byte is
 /// written), reading a store file fails or it changed size, or the destination fails.
-pub fn write_image(dest: &mut dyn Destination, spec: &ImageSpec, layers: &[ImageLayer], threads: usize) -> Result<Written> {
+pub fn write_image(
+    dest: &mut dyn Destination,
+    spec: &ImageSpec,
+    layers: &[ImageLayer],
+    threads: usize,
+    cache: &LayerCache,
+) -> Result<Written> {
     // Diff IDs all have the same length, so placeholders give the config's final size.
     let placeholders = vec![LayerDigest { sha256: [0; 32], size: 0 }; layers.len()];
     let config_len = image_config(spec, layers, &placeholders).len();
@@ -53,32 +67,66 @@ pub fn write_image(dest: &mut dyn Destination, spec: &ImageSpec, layers: &[Image
             layers.len()
         );
     }
+    let known: Vec<KnownLayer> =
+        layers.iter().map(|l| KnownLayer { key: l.key, diff_id: l.key.and_then(|k| cache.diff_id(&k)) }).collect();
+    let present = dest.present(&known)?;
+    if present.len() != layers.len() || present.iter().zip(&known).any(|(&p, k)| p && k.diff_id.is_none()) {
+        bail!("internal error: the destination reported a layer present whose diff_id is unknown");
+    }
+    // The layers to read, by image index; the others are skipped in their turn.
+    let produced: Vec<usize> = (0..layers.len()).filter(|&i| !present[i]).collect();
     let mut digests: Vec<LayerDigest> = Vec::with_capacity(layers.len());
-    let source_refs: Vec<&LayerSource> = layers.iter().map(|l| &l.source).collect();
-    let mut started = vec![false; layers.len()];
-    layer::produce_in_order(&source_refs, threads, |i, event| {
-        if !started[i] {
+    let skip_until = |end: usize, digests: &mut Vec<LayerDigest>, dest: &mut dyn Destination| -> Result<()> {
+        while digests.len() < end {
+            let i = digests.len();
+            let known = &known[i];
+            let digest = known.diff_id.context("internal error: a skipped layer without a diff_id")?;
+            dest.skip_layer(i, known)?;
+            eprintln!("nix-layers: layer {}/{}: {}, {}, present, not read", i + 1, layers.len(), what(&layers[i]), human_size(digest.size));
+            digests.push(digest);
+        }
+        Ok(())
+    };
+    let source_refs: Vec<&LayerSource> = produced.iter().map(|&i| &layers[i].source).collect();
+    let mut started = vec![false; produced.len()];
+    layer::produce_in_order(&source_refs, threads, |j, event| {
+        let i = produced[j];
+        if !started[j] {
             // Announced first; an empty prebuilt layer sends no chunk but is a layer too.
-            started[i] = true;
+            started[j] = true;
+            skip_until(i, &mut digests, dest)?;
             dest.begin_layer(i, layers[i].source.size())?;
         }
         match event {
             Event::Chunk(bytes) => dest.layer_chunk(bytes),
             Event::Finished(digest) => {
+                // Recorded first: a destination records its blob against this diff_id.
+                if let Some(key) = &layers[i].key {
+                    cache.record_diff_id(key, digest);
+                }
                 dest.end_layer(digest)?;
-                let what = match layers[i].paths {
-                    1 => "1 path".to_string(),
-                    n => format!("{n} paths"),
-                };
-                eprintln!("nix-layers: layer {}/{}: {what}, {}", i + 1, layers.len(), human_size(digest.size));
+                eprintln!("nix-layers: layer {}/{}: {}, {}", i + 1, layers.len(), what(&layers[i]), human_size(digest.size));
                 digests.push(digest);
                 Ok(())
             }
         }
     })?;
+    skip_until(layers.len(), &mut digests, dest)?;
     let config = image_config(spec, layers, &digests);
     dest.finish(&FinishedImage { spec, config: &config, diff_ids: &digests })?;
-    Ok(Written { layers: layers.len(), layer_bytes: digests.iter().map(|d| d.size).sum() })
+    Ok(Written {
+        layers: layers.len(),
+        layer_bytes: digests.iter().map(|d| d.size).sum(),
+        skipped: layers.len() - produced.len(),
+    })
+}
+
+/// `1 path` or `N paths`.
+fn what(layer: &ImageLayer) -> String {
+    match layer.paths {
+        1 => "1 path".to_string(),
+        n => format!("{n} paths"),
+    }
 }
 
 /// The image config: `created`, `architecture`, `os`, `config` as given, `rootfs` and one

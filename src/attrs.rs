@@ -238,6 +238,7 @@ impl Attrs {
                         path: e.path.0,
                         references: e.references.into_iter().map(|r| r.0).collect(),
                         nar_size: e.nar_size.unwrap_or(0),
+                        nar_hash: e.nar_hash.map(|h| h.0),
                     })
                 })
                 .collect(),
@@ -295,6 +296,8 @@ pub struct GraphEntry<'a> {
     pub references: Vec<Cow<'a, str>>,
     /// Size of its NAR serialisation (0 when absent).
     pub nar_size: u64,
+    /// Its `narHash` as Nix wrote it, checked (absent in hand-written graphs).
+    pub nar_hash: Option<Cow<'a, str>>,
 }
 
 /// Names the first entry of a graph that is not as Nix writes it.

@@ -19,7 +19,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 /// Uncompressed bytes per gzip member.
-const GZ_BLOCK: usize = 1 << 20;
+pub const GZ_BLOCK: usize = 1 << 20;
+/// The deflate implementation and its version (from Cargo.lock, see build.rs).
+pub const DEFLATE_LIBRARY: &str = concat!("flate2 ", env!("NIX_LAYERS_FLATE2_VERSION"), " zlib-rs ", env!("NIX_LAYERS_ZLIB_RS_VERSION"));
 /// Deflate level of each member.
 pub const GZ_LEVEL: u32 = 6;
 /// zstd level (the zstd command's default).
@@ -29,12 +31,13 @@ pub const ZSTD_LEVEL: i32 = 3;
 /// input streams through: measured on the bench closures, 4–5% less CPU and time, output the
 /// size of the `zstd -3` command's (+0.06% on the large closure, −0.05% on the medium),
 /// since libzstd 1.5.7's block splitting wins back what the smaller table loses.
-const ZSTD_HASH_LOG: u32 = 16;
-const ZSTD_CHAIN_LOG: u32 = 16;
+pub const ZSTD_HASH_LOG: u32 = 16;
+/// log2 of the entries in zstd's chain table (see above).
+pub const ZSTD_CHAIN_LOG: u32 = 16;
 /// Uncompressed bytes per zstd job. libzstd's default at level 3 is 8 MiB, and its
 /// buffers grew to 130 MB on a 2.6 GB image; 4 MiB jobs keep them near 80 MB for 0.25%
 /// more output and the same speed. The jobs' cut points, hence the bytes, are fixed.
-const ZSTD_JOB_SIZE: u32 = 4 << 20;
+pub const ZSTD_JOB_SIZE: u32 = 4 << 20;
 
 /// A writer that compresses as `compressor` says; [`Compressed::finish`] returns the inner writer.
 pub enum Compressed<W: Write> {

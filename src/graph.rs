@@ -17,6 +17,8 @@ pub struct Graph {
     pub paths: Vec<String>,
     /// narSize of each node.
     pub nar_sizes: Vec<u64>,
+    /// narHash of each node, when the graph has it (the layer cache's proof of content).
+    pub nar_hashes: Vec<Option<Box<str>>>,
     /// References of each node, without itself, sorted, without duplicates.
     pub children: Vec<Vec<u32>>,
     /// Nodes that reference each node (the reverse of `children`), sorted.
@@ -72,6 +74,7 @@ impl Graph {
         Ok(Graph {
             paths,
             nar_sizes: entries.iter().map(|e| e.nar_size).collect(),
+            nar_hashes: entries.iter().map(|e| e.nar_hash.as_deref().map(Box::from)).collect(),
             children,
             parents,
             topo_order,

@@ -4,6 +4,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use nix_layers::archive::{write_image, Written};
 use nix_layers::attrs::{self, Attrs, Compressor};
+use nix_layers::cache::LayerCache;
 use nix_layers::compress::Compressed;
 use nix_layers::destination::engine_load::{self, Engine, EngineLoad};
 use nix_layers::destination::hybrid_archive::write_archive;
@@ -66,6 +67,8 @@ enum Command {
         attrs: Option<PathBuf>,
         #[command(flatten)]
         threads: Threads,
+        #[command(flatten)]
+        cache: Cache,
     },
     /// Write the image as an OCI layout: `oci:DIR[:TAG]` (a directory, added to if it
     /// exists) or `oci-archive:FILE[:TAG]` (a tar of one). TAG defaults to the image's tag.
@@ -80,6 +83,8 @@ enum Command {
         compression_format: String,
         #[command(flatten)]
         threads: Threads,
+        #[command(flatten)]
+        cache: Cache,
     },
     /// Push the image to a registry: `docker://HOST[:PORT]/NAME[:TAG]` (TAG defaults to
     /// the image's tag). Blobs the registry has are not uploaded; the manifest goes last.
@@ -109,6 +114,8 @@ enum Command {
         cert_dir: Option<PathBuf>,
         #[command(flatten)]
         threads: Threads,
+        #[command(flatten)]
+        cache: Cache,
     },
     /// Load the image into docker or podman (`ENGINE load`), leaving out of the archive
     /// the layers the engine already has.
@@ -177,6 +184,20 @@ struct InputOutput {
     out: Option<PathBuf>,
 }
 
+#[derive(Args)]
+struct Cache {
+    /// Do not use the layer cache ($XDG_CACHE_HOME/nix-layers): read every layer and
+    /// remember nothing.
+    #[arg(long)]
+    no_cache: bool,
+}
+
+impl Cache {
+    fn open(&self) -> LayerCache {
+        LayerCache::open(self.no_cache)
+    }
+}
+
 #[derive(Args, Default)]
 struct Threads {
     /// Worker threads, at least 1 (default: $NIX_BUILD_CORES if set and > 0, else all
@@ -214,11 +235,11 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Popularity { file, key, io } => popularity_cmd(file, &key, io),
         Command::Build { io, threads } => build_cmd(io, threads.count(), &store_dir),
-        Command::Stream { file, attrs, threads } => stream_cmd(file.or(attrs), threads.count(), &store_dir),
-        Command::Oci { dest, attrs, compression_format, threads } => {
-            oci_cmd(&dest, attrs, &compression_format, threads.count(), &store_dir)
+        Command::Stream { file, attrs, threads, cache } => stream_cmd(file.or(attrs), threads.count(), &cache.open(), &store_dir),
+        Command::Oci { dest, attrs, compression_format, threads, cache } => {
+            oci_cmd(&dest, attrs, &compression_format, threads.count(), &cache.open(), &store_dir)
         }
-        Command::Push { dest, attrs, compression_format, creds, authfile, tls_verify, cert_dir, threads } => {
+        Command::Push { dest, attrs, compression_format, creds, authfile, tls_verify, cert_dir, threads, cache } => {
             let options = ClientOptions {
                 tls_verify,
                 cert_dir,
@@ -226,7 +247,7 @@ fn run(cli: Cli) -> Result<()> {
                 authfile,
                 ..ClientOptions::default()
             };
-            push_cmd(&dest, attrs, compressor(&compression_format), &options, threads.count(), &store_dir)
+            push_cmd(&dest, attrs, compressor(&compression_format), &options, threads.count(), &cache.open(), &store_dir)
         }
         Command::Load { engine, attrs, no_cache, threads } => {
             load_cmd(&engine, attrs, no_cache, threads.count(), &store_dir)
@@ -327,7 +348,8 @@ fn build_cmd(io: InputOutput, threads: usize, store_dir: &str) -> Result<()> {
     let spec = image.into_spec();
     let mut file = AtomicFile::create(&target)?;
     let mut out = Compressed::new(file.writer(), spec.compressor, threads)?;
-    let written = write_archive(&mut out, &spec, &layers, threads)?;
+    // A Nix build's output depends on its inputs only: no cache.
+    let written = write_archive(&mut out, &spec, &layers, threads, &LayerCache::disabled())?;
     out.finish().context("cannot write the image")?;
     file.commit(0o444)?;
     summary(written, started);
@@ -344,7 +366,7 @@ fn summary(written: Written, started: Instant) {
     );
 }
 
-fn stream_cmd(file: Option<PathBuf>, threads: usize, store_dir: &str) -> Result<()> {
+fn stream_cmd(file: Option<PathBuf>, threads: usize, cache: &LayerCache, store_dir: &str) -> Result<()> {
     let started = Instant::now();
     let mut stdout = output::stdout()?;
     let attrs = read_attrs(file.as_deref())?;
@@ -352,7 +374,7 @@ fn stream_cmd(file: Option<PathBuf>, threads: usize, store_dir: &str) -> Result<
     drop(attrs); // the plan has what is needed; the raw closure JSON can go
     let layers = image.scan_layers(store_dir, threads)?;
     let spec = image.into_spec();
-    let written = write_archive(&mut stdout, &spec, &layers, threads)?;
+    let written = write_archive(&mut stdout, &spec, &layers, threads, cache)?;
     summary(written, started);
     Ok(())
 }
@@ -365,7 +387,14 @@ fn print_plan_if_debug(image: &PlannedImage) {
     }
 }
 
-fn oci_cmd(dest: &str, attrs_file: Option<PathBuf>, compression: &str, threads: usize, store_dir: &str) -> Result<()> {
+fn oci_cmd(
+    dest: &str,
+    attrs_file: Option<PathBuf>,
+    compression: &str,
+    threads: usize,
+    cache: &LayerCache,
+    store_dir: &str,
+) -> Result<()> {
     let started = Instant::now();
     let (target, tag) = OciTarget::parse(dest)?;
     let compressor = compressor(compression);
@@ -376,10 +405,10 @@ fn oci_cmd(dest: &str, attrs_file: Option<PathBuf>, compression: &str, threads: 
     let spec = image.into_spec();
     let tag = tag.unwrap_or_else(|| spec.tag.clone());
     let mut destination: Box<dyn Destination> = match &target {
-        OciTarget::Dir(dir) => Box::new(OciLayout::open(dir, &tag, compressor, threads)?),
-        OciTarget::Archive(file) => Box::new(OciArchive::create(file, &tag, compressor, threads)?),
+        OciTarget::Dir(dir) => Box::new(OciLayout::open(dir, &tag, compressor, threads, cache.clone())?),
+        OciTarget::Archive(file) => Box::new(OciArchive::create(file, &tag, compressor, threads, cache.clone())?),
     };
-    let written = write_image(destination.as_mut(), &spec, &layers, threads)?;
+    let written = write_image(destination.as_mut(), &spec, &layers, threads, cache)?;
     summary(written, started);
     Ok(())
 }
@@ -399,6 +428,7 @@ fn push_cmd(
     compressor: Compressor,
     options: &ClientOptions,
     threads: usize,
+    cache: &LayerCache,
     store_dir: &str,
 ) -> Result<()> {
     let started = Instant::now();
@@ -415,7 +445,7 @@ fn push_cmd(
     // Connect (and learn how to authenticate) before any layer is read.
     let client = Client::connect(reference.api_host(), options)?;
     let mut push = RegistryPush::new(client, &reference.repository, &tag, compressor, threads, layers.len())?;
-    let written = write_image(&mut push, &spec, &layers, threads)?;
+    let written = write_image(&mut push, &spec, &layers, threads, cache)?;
     let stats = push.stats();
     eprintln!(
         "nix-layers: pushed {}/{}:{tag}@{}: {} uploaded, {} already present, {} sent",

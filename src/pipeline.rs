@@ -5,7 +5,7 @@ use crate::attrs::{Attrs, ImageSpec};
 use crate::graph::Graph;
 use crate::plan::{self, Customisation, LayerPlan};
 use crate::nixdb::NixDb;
-use crate::scan;
+use crate::scan::{self, LayerSource};
 use crate::store_path::StorePath;
 use crate::tar_header::Owner;
 use anyhow::{Context, Result};
@@ -75,8 +75,12 @@ impl PlannedImage {
         let mut trees = scan::scan_store_paths(&in_plan_order, threads)?.into_iter();
         for store_layer in &self.plan.store_layers {
             let names: Vec<&str> = store_layer.paths.iter().map(|&n| self.store_paths[n as usize].as_str()).collect();
+            let nar_hashes: Vec<(&str, Option<&str>)> =
+                names.iter().zip(&store_layer.paths).map(|(name, &n)| (*name, self.graph.nar_hashes[n as usize].as_deref())).collect();
+            let source = scan::store_layer(store_dir, trees.by_ref().take(store_layer.paths.len()).collect(), owner.clone());
             layers.push(ImageLayer {
-                source: scan::store_layer(store_dir, trees.by_ref().take(store_layer.paths.len()).collect(), owner.clone()),
+                key: source.cache_key(&nar_hashes),
+                source,
                 comment: list_comment("store paths:", &names),
                 paths: names.len(),
             });
@@ -94,16 +98,21 @@ impl PlannedImage {
                 None => Vec::new(),
             };
             if self.plan.nix_db_layer {
-                layers.push(ImageLayer { source: scan::customisation_layer(customisation, spec.mtime.unix, Vec::new())?, comment, paths });
+                layers.push(keyed(scan::customisation_layer(customisation, spec.mtime.unix, Vec::new())?, comment, paths));
                 let comment = "Nix database of the closure of contents (includeNixDB)".to_string();
-                layers.push(ImageLayer { source: scan::extra_layer(spec.mtime.unix, db_files)?, comment, paths: 1 });
+                layers.push(keyed(scan::extra_layer(spec.mtime.unix, db_files)?, comment, 1));
             } else {
                 let comment = if db_files.is_empty() { comment } else { format!("{comment}, and the Nix database (includeNixDB)") };
-                layers.push(ImageLayer { source: scan::customisation_layer(customisation, spec.mtime.unix, db_files)?, comment, paths });
+                layers.push(keyed(scan::customisation_layer(customisation, spec.mtime.unix, db_files)?, comment, paths));
             }
         }
         Ok(layers)
     }
+}
+
+/// A layer that reads no store file (or only a prebuilt tar), with its cache key.
+fn keyed(source: LayerSource, comment: String, paths: usize) -> ImageLayer {
+    ImageLayer { key: source.cache_key(&[]), source, comment, paths }
 }
 
 /// Longest `history` comment listing paths, in bytes (plus at most a short "and N more").

@@ -532,6 +532,7 @@ mod tests {
                 path: path(from),
                 references: to.iter().map(|t| path(t)).collect(),
                 nar_size: 0,
+                nar_hash: None,
             })
             .collect();
         Graph::new(&entries).unwrap()
@@ -583,7 +584,7 @@ mod tests {
         edges.push(("bottom".into(), vec![]));
         let entries: Vec<GraphEntry> = edges
             .iter()
-            .map(|(f, t)| GraphEntry { path: path(f), references: t.iter().map(|x| path(x)).collect(), nar_size: 0 })
+            .map(|(f, t)| GraphEntry { path: path(f), references: t.iter().map(|x| path(x)).collect(), nar_size: 0, nar_hash: None })
             .collect();
         let g = Graph::new(&entries).unwrap();
         let ranked = rank(&g);
@@ -609,7 +610,7 @@ mod tests {
             .collect();
         let entries: Vec<GraphEntry> = edges
             .iter()
-            .map(|(f, t)| GraphEntry { path: path(f), references: t.iter().map(|x| path(x)).collect(), nar_size: 0 })
+            .map(|(f, t)| GraphEntry { path: path(f), references: t.iter().map(|x| path(x)).collect(), nar_size: 0, nar_hash: None })
             .collect();
         Graph::new(&entries).unwrap()
     }
@@ -636,7 +637,7 @@ mod tests {
         edges.push(("top140".into(), vec![]));
         let entries: Vec<GraphEntry> = edges
             .iter()
-            .map(|(f, t)| GraphEntry { path: path(f), references: t.iter().map(|x| path(x)).collect(), nar_size: 0 })
+            .map(|(f, t)| GraphEntry { path: path(f), references: t.iter().map(|x| path(x)).collect(), nar_size: 0, nar_hash: None })
             .collect();
         let g = Graph::new(&entries).unwrap();
         let by_walks = counts_with_budget(&g, usize::MAX);

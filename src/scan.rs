@@ -13,6 +13,7 @@
 //! the device and inode it had, so that the writer ([`crate::layer`]) reads exactly the
 //! files scanned or fails naming the one that changed.
 
+use crate::cache::{KeyBuilder, LayerKey};
 use crate::nixdb::DbFile;
 use crate::nofollow::{self, Child, FileId};
 use crate::plan::Customisation;
@@ -105,6 +106,57 @@ impl LayerSource {
                 entries.iter().map(|e| e.header(owner).entry_len()).sum::<u64>() + tar_header::END_LEN
             }
             LayerSource::Prebuilt { size, .. } => *size,
+        }
+    }
+
+    /// The layer's cache key (see [`crate::cache`]): its tar headers, the bytes not on
+    /// disk, and `nar_hashes`, the (store path, narHash) of each path whose files it reads.
+    /// `None` when its files' content cannot be vouched for: a store path without a
+    /// narHash, or a prebuilt tar that cannot be identified.
+    pub fn cache_key(&self, nar_hashes: &[(&str, Option<&str>)]) -> Option<LayerKey> {
+        match self {
+            LayerSource::Entries { entries, owner, store_dir, inline } => {
+                let mut key = KeyBuilder::new(owner);
+                key.number(entries.len() as u64);
+                for entry in entries {
+                    key.bytes(&entry.name);
+                    key.number(match entry.kind {
+                        Kind::File => 0,
+                        Kind::Directory => 1,
+                        Kind::Symlink => 2,
+                    });
+                    key.number(u64::from(entry.mode));
+                    key.number(entry.size);
+                    key.bytes(&entry.link);
+                }
+                key.number(inline.len() as u64);
+                for (name, bytes) in inline {
+                    key.bytes(name);
+                    key.bytes(bytes);
+                }
+                if store_dir.is_some() {
+                    key.number(nar_hashes.len() as u64);
+                    for (path, hash) in nar_hashes {
+                        key.bytes(path.as_bytes());
+                        key.bytes((*hash)?.as_bytes());
+                    }
+                }
+                Some(key.finish())
+            }
+            // A store file never changes in place; rebuilt after a garbage collection, it
+            // is a new inode with a new change time.
+            LayerSource::Prebuilt { path, size, file } => {
+                let stat = rustix::fs::fstat(file).ok()?;
+                let mut key = KeyBuilder::new(&Owner { uid: 0, gid: 0, uname: String::new(), gname: String::new(), mtime: 0 });
+                key.bytes(b"prebuilt");
+                key.bytes(path.as_os_str().as_encoded_bytes());
+                key.number(*size);
+                key.number(stat.st_dev);
+                key.number(stat.st_ino);
+                key.number(stat.st_ctime as u64);
+                key.number(stat.st_ctime_nsec as u64);
+                Some(key.finish())
+            }
         }
     }
 

@@ -119,7 +119,7 @@ fn entries(n: usize, edges: &[(usize, usize)], extra: Option<(usize, String)>) -
                     references.push(Cow::Owned(reference.clone()));
                 }
             }
-            GraphEntry { path: Cow::Owned(node(i)), references, nar_size: i as u64 }
+            GraphEntry { path: Cow::Owned(node(i)), references, nar_size: i as u64, nar_hash: None }
         })
         .collect()
 }

@@ -127,7 +127,8 @@ impl<W: Write> Destination for HybridArchive<W> {
 }
 
 /// Writes the whole hybrid archive of `layers` to `out`, producing layers on `threads`
-/// workers (what `stream` does; `build` passes a compressing writer).
+/// workers (what `stream` does; `build` passes a compressing writer), recording layers'
+/// diff_ids in `cache` (`stream` only: a Nix build gets a disabled one).
 ///
 /// # Errors
 /// Reading a store file fails or it changed size, or writing to `out` fails.
@@ -136,6 +137,7 @@ pub fn write_archive(
     spec: &ImageSpec,
     layers: &[crate::archive::ImageLayer],
     threads: usize,
+    cache: &crate::cache::LayerCache,
 ) -> Result<crate::archive::Written> {
-    crate::archive::write_image(&mut HybridArchive::start(out, spec)?, spec, layers, threads)
+    crate::archive::write_image(&mut HybridArchive::start(out, spec)?, spec, layers, threads, cache)
 }

@@ -17,6 +17,7 @@ pub mod oci_layout;
 pub mod registry;
 
 use crate::attrs::ImageSpec;
+use crate::cache::LayerKey;
 use crate::layer::{hex, LayerDigest};
 use crate::tar_header::{self, Header, Kind, Owner};
 use anyhow::Result;
@@ -27,6 +28,26 @@ use std::io::Write;
 /// The receiving end of an image being written. See the module documentation for the
 /// order of calls.
 pub trait Destination {
+    /// Called once before any layer is read, with what the layer cache knows of each layer.
+    /// Returns, per layer, whether the destination already has it: such a layer is not
+    /// read, and [`Destination::skip_layer`] takes the place of its begin/chunk/end calls,
+    /// in order. A layer reported present must have a known diff_id. Default: none.
+    ///
+    /// # Errors
+    /// Asking the other side (a registry, an engine) fails.
+    fn present(&mut self, layers: &[KnownLayer]) -> Result<Vec<bool>> {
+        Ok(vec![false; layers.len()])
+    }
+
+    /// Layer `index`, reported present by [`Destination::present`], is in the image but
+    /// its bytes are not sent.
+    ///
+    /// # Errors
+    /// The destination cannot be written.
+    fn skip_layer(&mut self, index: usize, _known: &KnownLayer) -> Result<()> {
+        anyhow::bail!("internal error: layer {} skipped, but the destination did not report it present", index + 1)
+    }
+
     /// Layer `index` (0-based) starts; its uncompressed tar is `tar_size` bytes (known
     /// from the scan, before any byte is read).
     ///
@@ -54,6 +75,15 @@ pub trait Destination {
     fn finish(&mut self, image: &FinishedImage<'_>) -> Result<()>;
 }
 
+/// What the layer cache knows of a layer before it is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KnownLayer {
+    /// Its cache key, when it has one (see [`crate::cache`]).
+    pub key: Option<LayerKey>,
+    /// Its diff_id and tar size, when the cache knows them.
+    pub diff_id: Option<LayerDigest>,
+}
+
 /// What a destination is given once every layer is written.
 pub struct FinishedImage<'a> {
     /// The image attributes (name, tag, mtime).
@@ -78,6 +108,8 @@ pub mod media_type {
     pub const LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
     /// A zstd-compressed layer.
     pub const LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+    /// Every layer media type we write.
+    pub const LAYERS: [&str; 3] = [LAYER_TAR, LAYER_GZIP, LAYER_ZSTD];
 }
 
 /// Annotation naming a manifest's tag in an OCI index.

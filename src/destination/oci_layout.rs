@@ -14,7 +14,8 @@
 //! unreferenced, which the layout allows.
 
 use super::{archive_tar, index_entry, media_type, oci_index, oci_manifest, Blob, Destination, FinishedImage, TarWriter};
-use super::{OCI_LAYOUT, REF_NAME};
+use super::{KnownLayer, OCI_LAYOUT, REF_NAME};
+use crate::cache::{compression_id, LayerCache, LayerKey};
 use crate::attrs::Compressor;
 use crate::compress::Compressed;
 use crate::layer::LayerDigest;
@@ -115,6 +116,7 @@ impl Drop for TempFile {
 struct OpenLayer {
     writer: Compressed<Hashing<BufWriter<File>>>,
     temp: TempFile,
+    index: usize,
 }
 
 /// Writes an image into an OCI layout directory.
@@ -125,6 +127,12 @@ pub struct OciLayout {
     threads: usize,
     current: Option<OpenLayer>,
     blobs: Vec<Blob>,
+    /// Remembers each layer's compressed blob, and knows those of earlier runs.
+    cache: LayerCache,
+    /// From [`Destination::present`]: each layer's cache key, and the blob of each layer
+    /// the directory already holds.
+    keys: Vec<Option<LayerKey>>,
+    held: Vec<Option<Blob>>,
 }
 
 impl OciLayout {
@@ -132,7 +140,7 @@ impl OciLayout {
     ///
     /// # Errors
     /// `dir` exists and is neither empty nor an OCI layout, or cannot be created.
-    pub fn open(dir: &Path, tag: &str, compressor: Compressor, threads: usize) -> Result<OciLayout> {
+    pub fn open(dir: &Path, tag: &str, compressor: Compressor, threads: usize, cache: LayerCache) -> Result<OciLayout> {
         let layout_file = dir.join("oci-layout");
         if layout_file.exists() {
             let text = fs::read(&layout_file).with_context(|| format!("cannot read `{}`", layout_file.display()))?;
@@ -145,7 +153,17 @@ impl OciLayout {
         }
         let blobs = dir.join("blobs/sha256");
         fs::create_dir_all(&blobs).with_context(|| format!("cannot create `{}`", blobs.display()))?;
-        Ok(OciLayout { dir: dir.to_path_buf(), tag: tag.to_string(), compressor, threads, current: None, blobs: Vec::new() })
+        Ok(OciLayout {
+            dir: dir.to_path_buf(),
+            tag: tag.to_string(),
+            compressor,
+            threads,
+            current: None,
+            blobs: Vec::new(),
+            cache,
+            keys: Vec::new(),
+            held: Vec::new(),
+        })
     }
 
     /// Writes `bytes` as a blob (unless the layout has it already).
@@ -179,13 +197,34 @@ impl OciLayout {
 }
 
 impl Destination for OciLayout {
+    /// A layer whose compressed blob the cache knows and the directory holds (written by
+    /// an earlier run, same size) is not read again.
+    fn present(&mut self, layers: &[KnownLayer]) -> Result<Vec<bool>> {
+        let compression = compression_id(self.compressor);
+        self.keys = layers.iter().map(|l| l.key).collect();
+        self.held = layers
+            .iter()
+            .map(|l| {
+                let blob = self.cache.blob(&l.key?, &compression)?;
+                fs::metadata(self.dir.join(blob.path())).is_ok_and(|m| m.is_file() && m.len() == blob.size).then_some(blob)
+            })
+            .collect();
+        Ok(self.held.iter().map(Option::is_some).collect())
+    }
+
+    fn skip_layer(&mut self, index: usize, _known: &KnownLayer) -> Result<()> {
+        let blob = self.held.get(index).cloned().flatten().context("internal error: skipping a layer the layout lacks")?;
+        self.blobs.push(blob);
+        Ok(())
+    }
+
     fn begin_layer(&mut self, index: usize, _tar_size: u64) -> Result<()> {
         let temp = self.dir.join(format!("blobs/sha256/.layer-{}.nix-layers-{}.tmp", index + 1, std::process::id()));
         let temp = TempFile::new(temp);
         let file = File::create(&temp.0).with_context(|| format!("cannot create `{}`", temp.0.display()))?;
         let hashing = Hashing { inner: BufWriter::with_capacity(1 << 20, file), sha: Sha256::new(), size: 0 };
         let writer = Compressed::new(hashing, self.compressor, self.threads)?;
-        self.current = Some(OpenLayer { writer, temp });
+        self.current = Some(OpenLayer { writer, temp, index });
         Ok(())
     }
 
@@ -195,12 +234,15 @@ impl Destination for OciLayout {
     }
 
     fn end_layer(&mut self, _digest: LayerDigest) -> Result<()> {
-        let OpenLayer { writer, temp } = self.current.take().context("internal error: a layer ends before it began")?;
+        let OpenLayer { writer, temp, index } = self.current.take().context("internal error: a layer ends before it began")?;
         let hashing = writer.finish().with_context(|| format!("cannot write `{}`", temp.0.display()))?;
         hashing.inner.into_inner().map_err(|e| e.into_error()).with_context(|| format!("cannot write `{}`", temp.0.display()))?;
         let blob = Blob { media_type: layer_media_type(self.compressor), sha256: hashing.sha.finalize().into(), size: hashing.size };
         let path = self.dir.join(blob.path());
         fs::rename(&temp.0, &path).with_context(|| format!("cannot move a layer into place at `{}`", path.display()))?;
+        if let Some(Some(key)) = self.keys.get(index) {
+            self.cache.record_blob(key, &compression_id(self.compressor), &blob);
+        }
         self.blobs.push(blob);
         Ok(())
     }
@@ -252,7 +294,7 @@ impl OciArchive {
     ///
     /// # Errors
     /// The temporary directory cannot be created.
-    pub fn create(target: &Path, tag: &str, compressor: Compressor, threads: usize) -> Result<OciArchive> {
+    pub fn create(target: &Path, tag: &str, compressor: Compressor, threads: usize, cache: LayerCache) -> Result<OciArchive> {
         let parent = match target.parent() {
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => Path::new("."),
@@ -262,12 +304,17 @@ impl OciArchive {
         let temp_dir = TempDir::new(temp);
         fs::create_dir(&temp_dir.0)
             .with_context(|| format!("cannot create `{}` (for `{}`)", temp_dir.0.display(), target.display()))?;
-        let layout = OciLayout::open(&temp_dir.0, tag, compressor, threads)?;
+        let layout = OciLayout::open(&temp_dir.0, tag, compressor, threads, cache)?;
         Ok(OciArchive { layout, temp_dir, target: target.to_path_buf() })
     }
 }
 
 impl Destination for OciArchive {
+    fn present(&mut self, layers: &[KnownLayer]) -> Result<Vec<bool>> {
+        // Its layout is new and empty: this only passes the layers' keys on.
+        self.layout.present(layers)
+    }
+
     fn begin_layer(&mut self, index: usize, tar_size: u64) -> Result<()> {
         self.layout.begin_layer(index, tar_size)
     }

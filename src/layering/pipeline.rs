@@ -428,6 +428,7 @@ impl Run<'_> {
                 path: Cow::Borrowed(graph.paths[n as usize].as_str()),
                 references: Vec::new(),
                 nar_size: graph.nar_sizes[n as usize],
+                nar_hash: None,
             })
             .collect();
         for &(u, v) in &part.edges {
@@ -715,6 +716,7 @@ mod tests {
                 path: Cow::Borrowed(*path),
                 references: refs.iter().map(|r| Cow::Borrowed(*r)).collect(),
                 nar_size: *size,
+                nar_hash: None,
             })
             .collect();
         Graph::new(&entries).unwrap()

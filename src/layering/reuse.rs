@@ -511,6 +511,7 @@ mod tests {
                 path: path(name),
                 references: refs.iter().map(|r| path(r)).chain([path(name)]).collect(),
                 nar_size: *size,
+                nar_hash: None,
             })
             .collect();
         Graph::new(&entries).unwrap()

@@ -356,6 +356,7 @@ fn popularity_graph_with_a_cycle() {
 /// Through the library, so that the change lands between scan and write.
 mod changed_size {
     use super::*;
+    use nix_layers::cache::LayerCache;
     use nix_layers::destination::hybrid_archive::write_archive;
     use nix_layers::attrs::Attrs;
     use nix_layers::output::AtomicFile;
@@ -374,7 +375,7 @@ mod changed_size {
         change(Path::new(&target));
         // Into an atomic file, as `build` does: nothing may be left when it fails.
         let mut out = AtomicFile::create(&fixture.out("image.tar")).unwrap();
-        let error = write_archive(out.writer(), &image.spec, &layers, 2).unwrap_err();
+        let error = write_archive(out.writer(), &image.spec, &layers, 2, &LayerCache::disabled()).unwrap_err();
         drop(out);
         assert_out_dir_empty(&fixture);
         (fixture, target, format!("{error:#}"))
@@ -404,7 +405,7 @@ mod changed_size {
         let image = plan_image(&Attrs::read(&file).unwrap(), &store).unwrap();
         let layers = image.scan_layers(&store, 2).unwrap();
         let mut bytes = Vec::new();
-        write_archive(&mut bytes, &image.spec, &layers, 2).unwrap();
+        write_archive(&mut bytes, &image.spec, &layers, 2, &LayerCache::disabled()).unwrap();
         assert!(bytes == fixture.build(&attrs), "the library and the binary disagree");
     }
 }

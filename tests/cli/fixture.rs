@@ -86,6 +86,11 @@ impl Fixture {
         self.dir.path().join("out")
     }
 
+    /// The layer cache directory the binary uses (`$XDG_CACHE_HOME`).
+    pub fn cache_dir(&self) -> PathBuf {
+        self.dir.path().join("cache")
+    }
+
     /// `out/<name>`.
     pub fn out(&self, name: &str) -> PathBuf {
         self.out_dir().join(name)
@@ -216,6 +221,8 @@ impl Fixture {
             .env_remove("NIX_ATTRS_JSON_FILE")
             .env_remove("NIX_BUILD_TOP")
             .env_remove("NIX_BUILD_CORES")
+            // Each fixture its own layer cache: tests neither share nor touch the user's.
+            .env("XDG_CACHE_HOME", self.cache_dir())
             .current_dir(self.dir.path());
         cmd
     }

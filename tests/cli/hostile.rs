@@ -12,6 +12,7 @@
 //! scan, swap, write into an [`AtomicFile`] as `build` does).
 
 use crate::fixture::{dir, file, make_fifo, make_writable, read_docker_archive, read_tar, Fixture};
+use nix_layers::cache::LayerCache;
 use nix_layers::destination::hybrid_archive::write_archive;
 use nix_layers::attrs::Attrs;
 use nix_layers::output::AtomicFile;
@@ -199,7 +200,7 @@ fn build_with_swap(swap: Swap) {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let mut out = AtomicFile::create(&target).unwrap();
-        let result = match write_archive(out.writer(), &image.spec, &layers, 2) {
+        let result = match write_archive(out.writer(), &image.spec, &layers, 2, &LayerCache::disabled()) {
             Ok(_) => {
                 out.commit(0o444).unwrap();
                 Ok(fs::read(&target).unwrap())

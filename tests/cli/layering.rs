@@ -67,6 +67,7 @@ fn entry(path: &str, nar_size: u64, references: &[&str]) -> GraphEntry<'static> 
         path: Cow::Owned(path.to_string()),
         references: references.iter().map(|r| Cow::Owned(r.to_string())).collect(),
         nar_size,
+        nar_hash: None,
     }
 }
 
@@ -241,7 +242,7 @@ fn generate(shape: Shape, seed: u64) -> Vec<GraphEntry<'static>> {
             if rng.chance(50) {
                 references.push(Cow::Owned(paths[i].clone())); // Nix lists self-references
             }
-            GraphEntry { path: Cow::Owned(paths[i].clone()), references, nar_size }
+            GraphEntry { path: Cow::Owned(paths[i].clone()), references, nar_size, nar_hash: None }
         })
         .collect()
 }

@@ -5,6 +5,7 @@
 //! (issue 8), layering strategies and nixpkgs' layeringPipeline (issue 9).
 #![allow(clippy::unwrap_used)]
 
+mod cache;
 mod determinism;
 mod errors;
 mod fixture;

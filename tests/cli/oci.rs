@@ -223,6 +223,7 @@ fn bad_destinations_are_refused_naming_them() {
 #[test]
 fn a_failed_write_never_leaves_a_broken_index_or_temporary_files() {
     use nix_layers::archive::write_image;
+    use nix_layers::cache::LayerCache;
     use nix_layers::attrs::{Attrs, Compressor};
     use nix_layers::destination::oci_layout::{OciArchive, OciLayout};
     use nix_layers::pipeline::plan_image;
@@ -242,8 +243,8 @@ fn a_failed_write_never_leaves_a_broken_index_or_temporary_files() {
     fs::set_permissions(&target, fs::Permissions::from_mode(0o644)).unwrap();
     fs::OpenOptions::new().append(true).open(&target).unwrap().write_all(b"more\n").unwrap();
 
-    let mut layout = OciLayout::open(&dir, "two", Compressor::Gz, 2).unwrap();
-    let error = format!("{:#}", write_image(&mut layout, &image.spec, &layers, 2).unwrap_err());
+    let mut layout = OciLayout::open(&dir, "two", Compressor::Gz, 2, LayerCache::disabled()).unwrap();
+    let error = format!("{:#}", write_image(&mut layout, &image.spec, &layers, 2, &LayerCache::disabled()).unwrap_err());
     drop(layout);
     assert!(error.contains(&target) && error.contains("changed size"), "{error}");
     let after = files_of(&dir);
@@ -253,8 +254,8 @@ fn a_failed_write_never_leaves_a_broken_index_or_temporary_files() {
     }
 
     let archive = fixture.out("image.oci.tar");
-    let mut destination = OciArchive::create(&archive, "two", Compressor::Zstd, 2).unwrap();
-    assert!(write_image(&mut destination, &image.spec, &layers, 2).is_err());
+    let mut destination = OciArchive::create(&archive, "two", Compressor::Zstd, 2, LayerCache::disabled()).unwrap();
+    assert!(write_image(&mut destination, &image.spec, &layers, 2, &LayerCache::disabled()).is_err());
     drop(destination);
     let left: Vec<_> = fs::read_dir(fixture.out_dir()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(left, ["layout"], "nothing left of the archive");
