@@ -127,11 +127,10 @@ enum Command {
         /// The attrs file (a stream script too).
         #[arg(long, value_name = "FILE")]
         attrs: Option<PathBuf>,
-        /// Do not use the layer cache (every layer is read and sent).
-        #[arg(long)]
-        no_cache: bool,
         #[command(flatten)]
         threads: Threads,
+        #[command(flatten)]
+        cache: Cache,
     },
     /// Write an executable that streams the image when run (the builder of
     /// streamLayeredImage): `#!<this binary> stream` followed by the attrs.
@@ -249,9 +248,7 @@ fn run(cli: Cli) -> Result<()> {
             };
             push_cmd(&dest, attrs, compressor(&compression_format), &options, threads.count(), &cache.open(), &store_dir)
         }
-        Command::Load { engine, attrs, no_cache, threads } => {
-            load_cmd(&engine, attrs, no_cache, threads.count(), &store_dir)
-        }
+        Command::Load { engine, attrs, threads, cache } => load_cmd(&engine, attrs, threads.count(), &cache.open(), &store_dir),
         Command::StreamScript { io } => stream_script_cmd(io, &store_dir),
         Command::Layers { file, key, layering, max_layers, pipeline, ignore } => {
             layers_cmd(&file, &key, &layering, max_layers, pipeline.as_deref(), ignore.as_deref())
@@ -460,7 +457,7 @@ fn push_cmd(
     Ok(())
 }
 
-fn load_cmd(engine: &str, attrs_file: Option<PathBuf>, _no_cache: bool, threads: usize, store_dir: &str) -> Result<()> {
+fn load_cmd(engine: &str, attrs_file: Option<PathBuf>, threads: usize, cache: &LayerCache, store_dir: &str) -> Result<()> {
     let started = Instant::now();
     let engine = Engine::from_name(engine)?;
     let attrs = read_attrs(attrs_file.as_deref())?;
@@ -471,7 +468,7 @@ fn load_cmd(engine: &str, attrs_file: Option<PathBuf>, _no_cache: bool, threads:
     let layers = image.scan_layers(store_dir, threads)?;
     let spec = image.into_spec();
     let mut load = EngineLoad::start(engine, stored, &spec)?;
-    let written = write_image(&mut load, &spec, &layers, threads);
+    let written = write_image(&mut load, &spec, &layers, threads, cache);
     let (written, stats) = load.end(written)?;
     eprintln!(
         "nix-layers: loaded {} into {}: {} layers sent, {} already present",

@@ -20,7 +20,7 @@
 //! engine prints to stderr. The engine's failure is our error, with its message.
 
 use super::hybrid_archive::HybridArchive;
-use super::{Destination, FinishedImage};
+use super::{Destination, FinishedImage, KnownLayer};
 use crate::attrs::ImageSpec;
 use crate::layer::{hex, LayerDigest};
 use anyhow::{anyhow, bail, Context, Result};
@@ -373,6 +373,20 @@ fn relay(engine: Engine, from: impl Read + Send + 'static, keep: Option<Arc<Mute
 }
 
 impl Destination for EngineLoad {
+    /// A layer is present when the cache knows its diff_id and the engine has it (for
+    /// docker: the chain up to it); see [`Stored::present`].
+    fn present(&mut self, layers: &[KnownLayer]) -> Result<Vec<bool>> {
+        let diff_ids: Vec<Option<LayerDigest>> = layers.iter().map(|l| l.diff_id).collect();
+        Ok(self.stored.present(&diff_ids))
+    }
+
+    fn skip_layer(&mut self, index: usize, known: &KnownLayer) -> Result<()> {
+        let digest = known
+            .diff_id
+            .with_context(|| format!("internal error: layer {} skipped without a known diff_id", index + 1))?;
+        self.omit_layer(index, digest)
+    }
+
     fn begin_layer(&mut self, index: usize, tar_size: u64) -> Result<()> {
         self.archive()?.begin_layer(index, tar_size)
     }

@@ -139,7 +139,7 @@ fn written() -> Written {
     let image = plan_image(&Attrs::read(&file).unwrap(), &store).unwrap();
     let layers = image.scan_layers(&store, 2).unwrap();
     let mut full = Vec::new();
-    write_archive(&mut full, &image.spec, &layers, 2).unwrap();
+    write_archive(&mut full, &image.spec, &layers, 2, &nix_layers::cache::LayerCache::disabled()).unwrap();
     let archive = read_docker_archive(&full);
     assert!(archive.layers.len() >= 2, "the fixture has a store layer and the customisation layer");
     let diff_ids = archive
