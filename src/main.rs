@@ -6,6 +6,7 @@ use nix_layers::archive::{write_image, Written};
 use nix_layers::attrs::{self, Attrs, Compressor};
 use nix_layers::cache::LayerCache;
 use nix_layers::compress::Compressed;
+use nix_layers::destination::engine_load::{self, Engine, EngineLoad};
 use nix_layers::destination::hybrid_archive::write_archive;
 use nix_layers::destination::oci_layout::{OciArchive, OciLayout, OciTarget};
 use nix_layers::destination::registry::RegistryPush;
@@ -148,6 +149,24 @@ enum Command {
         #[arg(value_name = "OPTIONS", trailing_var_arg = true, allow_hyphen_values = true)]
         options: Vec<OsString>,
     },
+    /// Load the image into docker or podman (`ENGINE load`), leaving out of the archive
+    /// the layers the engine already has.
+    Load {
+        /// `docker` or `podman`: whichever its CLI reaches (DOCKER_HOST, podman's storage
+        /// configuration).
+        #[arg(value_name = "ENGINE", value_parser = ["docker", "podman"])]
+        engine: String,
+        /// The attrs file (a stream script too).
+        #[arg(long, value_name = "FILE")]
+        attrs: Option<PathBuf>,
+        /// Load the image as NAME:TAG instead of the attrs' name and tag.
+        #[arg(short = 't', long, visible_alias = "repo_tag", value_name = "NAME:TAG", value_parser = parse_repo_tag)]
+        repo_tag: Option<RepoTag>,
+        #[command(flatten)]
+        threads: Threads,
+        #[command(flatten)]
+        cache: Cache,
+    },
     /// Write an executable that streams the image when run (the builder of
     /// streamLayeredImage): `#!<this binary> stream` followed by the attrs.
     StreamScript {
@@ -266,6 +285,9 @@ fn run(cli: Cli) -> Result<()> {
                 ..ClientOptions::default()
             };
             push_cmd(&dest, attrs, compressor(&compression_format), &options, threads.count(), &cache.open(), &store_dir)
+        }
+        Command::Load { engine, attrs, repo_tag, threads, cache } => {
+            load_cmd(&engine, attrs, repo_tag.as_ref(), threads.count(), &cache.open(), &store_dir)
         }
         Command::StreamScript { io } => stream_script_cmd(io, &store_dir),
         Command::Layers { file, key, layering, max_layers, pipeline, ignore } => {
@@ -488,6 +510,40 @@ fn push_cmd(
     Ok(())
 }
 
+fn load_cmd(
+    engine: &str,
+    attrs_file: Option<PathBuf>,
+    repo_tag: Option<&RepoTag>,
+    threads: usize,
+    cache: &LayerCache,
+    store_dir: &str,
+) -> Result<()> {
+    let started = Instant::now();
+    let engine = Engine::from_name(engine)?;
+    let attrs = read_attrs(attrs_file.as_deref())?;
+    let image = plan_image(&attrs, store_dir)?;
+    drop(attrs); // the plan has what is needed; the raw closure JSON can go
+    // Ask the engine first: a daemon that is down fails before the store is scanned.
+    let stored = engine_load::query(engine)?;
+    let layers = image.scan_layers(store_dir, threads)?;
+    let mut spec = image.into_spec();
+    if let Some(repo_tag) = repo_tag {
+        repo_tag.apply(&mut spec);
+    }
+    let mut load = EngineLoad::start(engine, stored, &spec)?;
+    let written = write_image(&mut load, &spec, &layers, threads, cache);
+    let (written, stats) = load.end(written)?;
+    eprintln!(
+        "nix-layers: loaded {} into {}: {} layers sent, {} already present",
+        spec.repo_tag(),
+        engine.name(),
+        stats.sent,
+        stats.present
+    );
+    summary(written, started);
+    Ok(())
+}
+
 /// The longest `#!` line Linux reads (BINPRM_BUF_SIZE), newline excluded.
 const MAX_SHEBANG: usize = 255;
 
@@ -690,9 +746,6 @@ fn run_verb(words: &[OsString], attrs_file: &Path, forwarded: &[(&str, &str, Opt
     let verbs = verbs(&command);
     let verb = words[0].to_string_lossy();
     let Some(sub) = command.find_subcommand(verb.as_ref()).filter(|_| verbs.iter().any(|v| *v == verb)) else {
-        if verb == "load" {
-            bail!("this nix-layers has no `load` subcommand (loading into docker or podman comes with a later version)");
-        }
         bail!(
             "`{verb}` is not a verb of a stream script: give one of {} (or none, to write the archive to stdout)",
             verbs.join(", ")

@@ -16,7 +16,7 @@ fi
 # tests/registry starts Debian's docker-registry (plain, htpasswd, token, TLS), with
 # htpasswd, openssl certificates and skopeo to check what was pushed.
 missing=()
-for pair in docker-registry:docker-registry htpasswd:apache2-utils openssl:openssl skopeo:skopeo; do
+for pair in docker-registry:docker-registry htpasswd:apache2-utils openssl:openssl skopeo:skopeo strace:strace script:bsdutils; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
 if [ ${#missing[@]} -gt 0 ]; then

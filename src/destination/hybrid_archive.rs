@@ -14,6 +14,11 @@
 //!
 //! Order: `blobs/`, `blobs/sha256/`, `layers/`; per layer its tar and its blob link; the
 //! config blob, the OCI manifest blob, `index.json`, `manifest.json`, `oci-layout`.
+//!
+//! For `load`, a layer the engine already has can be omitted ([`HybridArchive::omit_layer`]):
+//! neither its tar nor its blob link is written, but `manifest.json`, the OCI manifest and
+//! the config still list it, so the engine takes it from its own store (docker 20.10 by
+//! chain ID, podman by diff_id; see `engine_load`).
 
 use super::{archive_tar, index_entry, media_type, oci_index, oci_manifest, Blob, Destination, FinishedImage, TarWriter};
 use super::{CONTAINERD_NAME, OCI_LAYOUT, REF_NAME};
@@ -24,9 +29,9 @@ use serde_json::json;
 use std::collections::HashSet;
 use std::io::Write;
 
-/// Writes the hybrid archive to a byte stream.
-pub struct HybridArchive<'w, W: Write> {
-    out: &'w mut W,
+/// Writes the hybrid archive to a byte stream (`W` may be a `&mut` of one).
+pub struct HybridArchive<W: Write> {
+    out: W,
     tar: TarWriter,
     /// `layers/NNN.tar`, in order.
     names: Vec<String>,
@@ -36,24 +41,48 @@ pub struct HybridArchive<'w, W: Write> {
     linked: HashSet<[u8; 32]>,
 }
 
-impl<'w, W: Write> HybridArchive<'w, W> {
+impl<W: Write> HybridArchive<W> {
     /// Starts the archive (its directory entries) on `out`.
     ///
     /// # Errors
     /// Writing to `out` fails.
-    pub fn start(out: &'w mut W, spec: &ImageSpec) -> Result<Self> {
+    pub fn start(mut out: W, spec: &ImageSpec) -> Result<Self> {
         let tar = archive_tar(spec);
         for dir in ["blobs/", "blobs/sha256/", "layers/"] {
-            tar.dir(out, dir).context("cannot write the image")?;
+            tar.dir(&mut out, dir).context("cannot write the image")?;
         }
         Ok(HybridArchive { out, tar, names: Vec::new(), blobs: Vec::new(), linked: HashSet::new() })
     }
+
+    /// Layer `index` (0-based, in order with the written layers), whose diff_id and size
+    /// are `digest`, is left out: no tar, no blob link, but it is listed in
+    /// `manifest.json` (as `layers/NNN.tar`, the name it would have had), the OCI manifest
+    /// and the config, for an engine that already stores it.
+    pub fn omit_layer(&mut self, index: usize, digest: LayerDigest) {
+        self.names.push(layer_name(index));
+        self.blobs.push(layer_blob(digest));
+    }
+
+    /// The writer, once [`Destination::finish`] has written the end of the archive.
+    pub fn into_inner(self) -> W {
+        self.out
+    }
 }
 
-impl<W: Write> Destination for HybridArchive<'_, W> {
+/// The name of layer `index` (0-based) in the archive.
+fn layer_name(index: usize) -> String {
+    format!("layers/{:03}.tar", index + 1)
+}
+
+/// The OCI blob of an uncompressed layer.
+fn layer_blob(digest: LayerDigest) -> Blob {
+    Blob { media_type: media_type::LAYER_TAR, sha256: digest.sha256, size: digest.size }
+}
+
+impl<W: Write> Destination for HybridArchive<W> {
     fn begin_layer(&mut self, index: usize, tar_size: u64) -> Result<()> {
-        let name = format!("layers/{:03}.tar", index + 1);
-        self.tar.file_header(self.out, &name, tar_size).context("cannot write the image")?;
+        let name = layer_name(index);
+        self.tar.file_header(&mut self.out, &name, tar_size).context("cannot write the image")?;
         self.names.push(name);
         Ok(())
     }
@@ -63,11 +92,11 @@ impl<W: Write> Destination for HybridArchive<'_, W> {
     }
 
     fn end_layer(&mut self, digest: LayerDigest) -> Result<()> {
-        TarWriter::pad(self.out, digest.size).context("cannot write the image")?;
-        let blob = Blob { media_type: media_type::LAYER_TAR, sha256: digest.sha256, size: digest.size };
+        TarWriter::pad(&mut self.out, digest.size).context("cannot write the image")?;
+        let blob = layer_blob(digest);
         if self.linked.insert(digest.sha256) {
             let target = format!("../../{}", self.names.last().map_or("", String::as_str));
-            self.tar.symlink(self.out, &blob.path(), &target).context("cannot write the image")?;
+            self.tar.symlink(&mut self.out, &blob.path(), &target).context("cannot write the image")?;
         }
         self.blobs.push(blob);
         Ok(())
@@ -85,7 +114,7 @@ impl<W: Write> Destination for HybridArchive<'_, W> {
             "RepoTags": [repo_tag],
             "Layers": self.names,
         }]))?;
-        let (tar, out) = (&self.tar, &mut *self.out);
+        let (tar, out) = (&self.tar, &mut self.out);
         tar.file(out, &config.path(), image.config)?;
         tar.file(out, &manifest.path(), &manifest_bytes)?;
         tar.file(out, "index.json", &index)?;

@@ -11,6 +11,7 @@
 //! `oci-archive:FILE`, compressed layers) and [`registry`] (`push docker://…`: the
 //! same compressed layers, uploaded unless the registry has them).
 
+pub mod engine_load;
 pub mod hybrid_archive;
 pub mod oci_layout;
 pub mod registry;

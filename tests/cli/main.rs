@@ -14,6 +14,7 @@ mod hostile;
 mod hostile_values;
 mod image;
 mod layering;
+mod load;
 mod nixdb;
 mod oci;
 mod pipeline;

@@ -6,6 +6,7 @@
 #   oci.sh         the hybrid archive as docker-archive:/oci-archive:, `oci` output via skopeo, umoci, podman, docker
 #   push.sh        `push` to a local docker-registry, then docker and podman pull + run; re-push uploads nothing
 #   verbs.sh       stream-script verbs (`./result push|oci …`), `-t`, copyToRegistry/copyTo (nix run)
+#   load.sh        `load docker|podman`: an app-only update sends only the changed layers, then runs
 #   popularity.sh  referencesByPopularity == `nix-layers popularity` on the same graph
 #   nixdb.sh       includeNixDB: the unpacked image is a store the real Nix verifies
 #   fromimage.sh   fromImage: a layered image on a layered image, and a stream on it, in docker and podman
@@ -34,7 +35,7 @@ echo "== cargo build (static)"
 NIX_LAYERS=$REPO/target/x86_64-unknown-linux-gnu/release/nix-layers
 standin_prepare "$NIX_LAYERS"
 
-for s in eval build images oci push verbs popularity nixdb fromimage compat; do
+for s in eval build images oci push verbs load popularity nixdb fromimage compat; do
   if [ -z "${E2E_ONLY:-}" ] || [[ " $E2E_ONLY " == *" $s "* ]]; then
     t0=$(date +%s); . "$E2E/$s.sh"; echo "   ($s: $(( $(date +%s) - t0 )) s)"
   fi
