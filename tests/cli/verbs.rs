@@ -224,7 +224,7 @@ fn help_lists_the_verbs() {
     let output = run_script(&fixture, &script, &["--help"]);
     assert!(output.status.success());
     let help = String::from_utf8_lossy(&output.stdout);
-    for fragment in ["./result push docker://", "./result oci oci:DIR", "./result load docker|podman", "-t, --repo-tag <NAME:TAG>", "Verbs: build, oci, push, copy-to, plan"] {
+    for fragment in ["./result push docker://", "./result oci oci:DIR", "./result load docker|podman", "-t, --repo-tag <NAME:TAG>", "Verbs: build, oci, push, copy-to, load, plan"] {
         assert!(help.contains(fragment), "`./result --help` lacks {fragment:?}:\n{help}");
     }
     // After a verb, --help is the verb's.
