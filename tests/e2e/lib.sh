@@ -128,7 +128,8 @@ CONF
   export CONTAINERS_CONF=$PODMAN_DIR/containers.conf
 }
 pm() { podman --root "$PODMAN_DIR/root" --runroot "$PODMAN_DIR/run" --storage-driver vfs "$@"; }
-podman_cleanup() { [ -n "${PODMAN_DIR:-}" ] && { pm rmi -a -f >/dev/null 2>&1; rm -rf "$PODMAN_DIR"; }; }
+# Unsets PODMAN_DIR: a later suite that finds it set assumes the store is still there.
+podman_cleanup() { [ -n "${PODMAN_DIR:-}" ] && { pm rmi -a -f >/dev/null 2>&1; rm -rf "$PODMAN_DIR"; unset PODMAN_DIR; }; }
 
 # --- docker-archive inspection ------------------------------------------------------
 # uncompressed IMAGE OUT: writes the plain docker-archive (gz, zstd or none) to OUT.
