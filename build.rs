@@ -4,7 +4,7 @@
 fn main() {
     println!("cargo:rerun-if-changed=Cargo.lock");
     let lock = std::fs::read_to_string("Cargo.lock").unwrap_or_default();
-    for (krate, var) in [("zlib-rs", "NIX_LAYERS_ZLIB_RS_VERSION"), ("flate2", "NIX_LAYERS_FLATE2_VERSION")] {
+    for (krate, var) in [("libdeflate-sys", "NIX_LAYERS_LIBDEFLATE_SYS_VERSION")] {
         let version = locked_version(&lock, krate).unwrap_or_else(|| "unknown".to_string());
         println!("cargo:rustc-env={var}={version}");
     }

@@ -3,14 +3,14 @@
 //! gzip: the stream is cut into fixed 1 MiB blocks, each compressed on its own as one
 //! gzip member (RFC 1952 allows any number; gzip, pigz and Go's reader used by
 //! `docker load` read them all), written in order. The cut points do not depend on the
-//! thread count, so neither do the bytes.
+//! thread count, so neither do the bytes. Each block is deflated whole by libdeflate,
+//! which needs no streaming since a block is all in memory; that is why it is used
+//! rather than zlib (see [`GZ_LEVEL`]).
 //! zstd: libzstd's multi-threaded mode with a fixed job size, which gives the same bytes
 //! for any worker count of one or more; we always ask for at least one worker.
 
 use crate::attrs::Compressor;
 use anyhow::{Context, Result};
-use flate2::write::DeflateEncoder;
-use flate2::Compression;
 use std::collections::VecDeque;
 use zstd::stream::raw::CParameter;
 use std::io::{self, Write};
@@ -21,9 +21,13 @@ use std::thread::JoinHandle;
 /// Uncompressed bytes per gzip member.
 pub const GZ_BLOCK: usize = 1 << 20;
 /// The deflate implementation and its version (from Cargo.lock, see build.rs).
-pub const DEFLATE_LIBRARY: &str = concat!("flate2 ", env!("NIX_LAYERS_FLATE2_VERSION"), " zlib-rs ", env!("NIX_LAYERS_ZLIB_RS_VERSION"));
-/// Deflate level of each member.
-pub const GZ_LEVEL: u32 = 6;
+pub const DEFLATE_LIBRARY: &str = concat!("libdeflate-sys ", env!("NIX_LAYERS_LIBDEFLATE_SYS_VERSION"));
+/// libdeflate's level for each member. Measured on the bench's medium closure (417 MB of
+/// tar, one core): libdeflate 2 gives 36.5% of the input at 86 MB/s, where zlib(-rs) 6,
+/// our earlier setting, gave 36.3% at 35 MB/s and skopeo's pgzip 37.4%; libdeflate 1
+/// gives 38.1% at 112 MB/s. Level 2 keeps the bytes pulled as small as before and
+/// compresses 2.5× faster.
+pub const GZ_LEVEL: i32 = 2;
 /// zstd level (the zstd command's default).
 pub const ZSTD_LEVEL: i32 = 3;
 /// log2 of the entries in each of zstd's two match tables (level 3's defaults are 17 and
@@ -127,13 +131,17 @@ impl<W: Write> ParallelGzip<W> {
         let mut workers = Vec::with_capacity(threads);
         for _ in 0..threads {
             let queue = Arc::clone(&queue);
-            let started = std::thread::Builder::new().spawn(move || loop {
-                let job = match queue.lock() {
-                    Ok(q) => q.recv(),
-                    Err(_) => return,
-                };
-                let Ok((block, member, reply)) = job else { return };
-                let _ = reply.send(gzip_member(&block, member).map(|member| (block, member)));
+            let started = std::thread::Builder::new().spawn(move || {
+                // A compressor holds libdeflate's tables: one per worker, reused.
+                let mut deflater = deflater();
+                loop {
+                    let job = match queue.lock() {
+                        Ok(q) => q.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok((block, member, reply)) = job else { return };
+                    let _ = reply.send(gzip_member(&mut deflater, &block, member).map(|member| (block, member)));
+                }
             });
             match started {
                 Ok(worker) => workers.push(worker),
@@ -212,13 +220,25 @@ impl<W: Write> Write for ParallelGzip<W> {
     }
 }
 
+/// libdeflate's compressor at [`GZ_LEVEL`].
+fn deflater() -> libdeflater::Compressor {
+    let level = libdeflater::CompressionLvl::new(GZ_LEVEL).unwrap_or_else(|_| libdeflater::CompressionLvl::default());
+    libdeflater::Compressor::new(level)
+}
+
+/// Size of gzip's fixed header.
+const GZ_HEADER: usize = 10;
+
 /// One complete gzip member: fixed header (no name, mtime 0, OS Unix), raw deflate,
 /// CRC-32 and length.
-fn gzip_member(data: &[u8], mut member: Vec<u8>) -> io::Result<Vec<u8>> {
+fn gzip_member(deflater: &mut libdeflater::Compressor, data: &[u8], mut member: Vec<u8>) -> io::Result<Vec<u8>> {
+    member.clear();
     member.extend_from_slice(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3]);
-    let mut deflate = DeflateEncoder::new(member, Compression::new(GZ_LEVEL));
-    deflate.write_all(data)?;
-    let mut member = deflate.finish()?;
+    member.resize(GZ_HEADER + deflater.deflate_compress_bound(data.len()), 0);
+    let deflated = deflater
+        .deflate_compress(data, &mut member[GZ_HEADER..])
+        .map_err(|e| io::Error::other(format!("libdeflate failed: {e:?}")))?;
+    member.truncate(GZ_HEADER + deflated);
     member.extend_from_slice(&crc32fast::hash(data).to_le_bytes());
     member.extend_from_slice(&(data.len() as u32).to_le_bytes());
     Ok(member)
