@@ -42,7 +42,8 @@ pub struct Written {
 }
 
 /// Writes the image to `dest`, producing layers on `threads` workers, and prints a line
-/// per finished layer to stderr (a Nix build log's only sign of progress).
+/// per finished layer to stderr (a Nix build log's only sign of progress), unless the
+/// destination shows its own.
 ///
 /// First the destination is told what `cache` knows of each layer; the layers it already
 /// has are not read at all. Every layer produced has its diff_id recorded in `cache`.
@@ -78,6 +79,7 @@ pub fn write_image(
     }
     // The layers to read, by image index; the others are skipped in their turn.
     let produced: Vec<usize> = (0..layers.len()).filter(|&i| !present[i]).collect();
+    let quiet = dest.shows_progress();
     let mut digests: Vec<LayerDigest> = Vec::with_capacity(layers.len());
     let skip_until = |end: usize, digests: &mut Vec<LayerDigest>, dest: &mut dyn Destination| -> Result<()> {
         while digests.len() < end {
@@ -85,7 +87,9 @@ pub fn write_image(
             let known = &known[i];
             let digest = known.diff_id.context("internal error: a skipped layer without a diff_id")?;
             dest.skip_layer(i, known)?;
-            eprintln!("nix-layers: layer {}/{}: {}, {}, present, not read", i + 1, layers.len(), what(&layers[i]), human_size(digest.size));
+            if !quiet {
+                eprintln!("nix-layers: layer {}/{}: {}, {}, present, not read", i + 1, layers.len(), what(&layers[i]), human_size(digest.size));
+            }
             digests.push(digest);
         }
         Ok(())
@@ -108,7 +112,9 @@ pub fn write_image(
                     cache.record_diff_id(key, digest);
                 }
                 dest.end_layer(digest)?;
-                eprintln!("nix-layers: layer {}/{}: {}, {}", i + 1, layers.len(), what(&layers[i]), human_size(digest.size));
+                if !quiet {
+                    eprintln!("nix-layers: layer {}/{}: {}, {}", i + 1, layers.len(), what(&layers[i]), human_size(digest.size));
+                }
                 digests.push(digest);
                 Ok(())
             }

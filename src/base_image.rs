@@ -16,10 +16,10 @@
 //! SHA-256 is computed and compared with the base config's `rootfs.diff_ids` (see
 //! [`BaseLayer::check`]).
 
-use crate::layer::hex;
+use crate::layer::{hex, Hashing};
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
+use sha2::Digest;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
@@ -169,33 +169,14 @@ fn compression_of(head: &[u8]) -> Result<Compression, &'static str> {
 
 /// Copies the decompressed bytes of `input` to `out`; returns their SHA-256 and length.
 fn decompress(compression: Compression, input: impl Read, out: &mut impl Write) -> io::Result<([u8; 32], u64)> {
-    let mut hashing = HashingWriter { out, sha: Sha256::new(), len: 0 };
+    let mut hashing = Hashing::new(out);
     match compression {
         // Multi-member gzip: ours, pigz's and `gzip -c a b` write several members.
         Compression::Gzip => io::copy(&mut flate2::read::MultiGzDecoder::new(input), &mut hashing)?,
         Compression::Zstd => io::copy(&mut zstd::stream::read::Decoder::new(input)?, &mut hashing)?,
         Compression::None => io::copy(&mut { input }, &mut hashing)?,
     };
-    Ok((hashing.sha.finalize().into(), hashing.len))
-}
-
-struct HashingWriter<'a, W> {
-    out: &'a mut W,
-    sha: Sha256,
-    len: u64,
-}
-
-impl<W: Write> Write for HashingWriter<'_, W> {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let n = self.out.write(data)?;
-        self.sha.update(&data[..n]);
-        self.len += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
-    }
+    Ok((hashing.sha.finalize().into(), hashing.size))
 }
 
 /// What a name in the archive is.

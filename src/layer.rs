@@ -53,6 +53,37 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A writer that passes bytes on to `inner` and keeps their SHA-256 and count: a blob's
+/// digest and size, or a base layer's diff_id, taken while it is written.
+pub struct Hashing<W> {
+    /// Where the bytes go.
+    pub inner: W,
+    /// SHA-256 of the bytes written so far.
+    pub sha: Sha256,
+    /// How many bytes were written.
+    pub size: u64,
+}
+
+impl<W: Write> Hashing<W> {
+    /// Hashes what is written to `inner`.
+    pub fn new(inner: W) -> Hashing<W> {
+        Hashing { inner, sha: Sha256::new(), size: 0 }
+    }
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.sha.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// Recycled chunk buffers, so a multi-GB layer does not allocate (and fault in) fresh
 /// memory for every megabyte.
 pub struct BufferPool(Mutex<Vec<Vec<u8>>>);

@@ -72,11 +72,8 @@ enum Command {
         /// The attrs file.
         #[arg(long, value_name = "FILE")]
         attrs: Option<PathBuf>,
-        /// Write NAME:TAG into the image (manifest.json's `RepoTags`, the index's
-        /// annotations) instead of the attrs' name and tag, as nixpkgs' stream script's
-        /// -t does: `docker load` then names the image NAME:TAG. Passed on to VERB.
-        #[arg(short = 't', long, visible_alias = "repo_tag", value_name = "NAME:TAG", value_parser = parse_repo_tag)]
-        repo_tag: Option<RepoTag>,
+        #[command(flatten)]
+        tag: RepoTagArg,
         #[command(flatten)]
         threads: Threads,
         #[command(flatten)]
@@ -159,9 +156,8 @@ enum Command {
         /// The attrs file (a stream script too).
         #[arg(long, value_name = "FILE")]
         attrs: Option<PathBuf>,
-        /// Load the image as NAME:TAG instead of the attrs' name and tag.
-        #[arg(short = 't', long, visible_alias = "repo_tag", value_name = "NAME:TAG", value_parser = parse_repo_tag)]
-        repo_tag: Option<RepoTag>,
+        #[command(flatten)]
+        tag: RepoTagArg,
         #[command(flatten)]
         threads: Threads,
         #[command(flatten)]
@@ -219,6 +215,15 @@ struct InputOutput {
 }
 
 #[derive(Args)]
+struct RepoTagArg {
+    /// Name the image NAME:TAG instead of the attrs' name and tag (manifest.json's
+    /// `RepoTags`, the index's annotations), as nixpkgs' stream script's -t does:
+    /// `docker load` then names the image NAME:TAG.
+    #[arg(short = 't', long, visible_alias = "repo_tag", value_name = "NAME:TAG", value_parser = parse_repo_tag)]
+    repo_tag: Option<RepoTag>,
+}
+
+#[derive(Args)]
 struct Cache {
     /// Do not use the layer cache ($XDG_CACHE_HOME/nix-layers): read every layer and
     /// remember nothing.
@@ -269,8 +274,8 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Popularity { file, key, io } => popularity_cmd(file, &key, io),
         Command::Build { io, threads } => build_cmd(io, threads.count(), &store_dir),
-        Command::Stream { file, attrs, repo_tag, threads, cache, verb } => {
-            stream_or_verb(file, attrs, repo_tag.as_ref(), &threads, &cache, verb, &store_dir)
+        Command::Stream { file, attrs, tag, threads, cache, verb } => {
+            stream_or_verb(file, attrs, tag.repo_tag.as_ref(), &threads, &cache, verb, &store_dir)
         }
         Command::CopyTo { dest, attrs, options } => copy_to_cmd(&dest, attrs, options),
         Command::Oci { dest, attrs, compression_format, threads, cache } => {
@@ -286,8 +291,8 @@ fn run(cli: Cli) -> Result<()> {
             };
             push_cmd(&dest, attrs, compressor(&compression_format), &options, threads.count(), &cache.open(), &store_dir)
         }
-        Command::Load { engine, attrs, repo_tag, threads, cache } => {
-            load_cmd(&engine, attrs, repo_tag.as_ref(), threads.count(), &cache.open(), &store_dir)
+        Command::Load { engine, attrs, tag, threads, cache } => {
+            load_cmd(&engine, attrs, tag.repo_tag.as_ref(), threads.count(), &cache.open(), &store_dir)
         }
         Command::StreamScript { io } => stream_script_cmd(io, &store_dir),
         Command::Layers { file, key, layering, max_layers, pipeline, ignore } => {

@@ -68,6 +68,13 @@ pub trait Destination {
     /// The destination cannot be written.
     fn end_layer(&mut self, digest: LayerDigest) -> Result<()>;
 
+    /// Whether the destination shows its own per-layer progress (a registry push: its
+    /// bar or its uploaded/present/mounted lines). Then [`crate::archive::write_image`]
+    /// prints no line per layer, which would repeat those and break a terminal's bar.
+    fn shows_progress(&self) -> bool {
+        false
+    }
+
     /// Every layer is written: write the config, manifests and index.
     ///
     /// # Errors

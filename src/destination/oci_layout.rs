@@ -18,11 +18,11 @@ use super::{KnownLayer, OCI_LAYOUT, REF_NAME};
 use crate::cache::{compression_id, LayerCache, LayerKey};
 use crate::attrs::Compressor;
 use crate::compress::Compressed;
-use crate::layer::LayerDigest;
+use crate::layer::{Hashing, LayerDigest};
 use crate::output::{write_atomically, AtomicFile};
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
+use sha2::Digest;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -71,26 +71,6 @@ pub fn layer_media_type(compressor: Compressor) -> &'static str {
         Compressor::None => media_type::LAYER_TAR,
         Compressor::Gz => media_type::LAYER_GZIP,
         Compressor::Zstd => media_type::LAYER_ZSTD,
-    }
-}
-
-/// Counts and hashes what passes through to `inner`.
-pub(crate) struct Hashing<W> {
-    pub(crate) inner: W,
-    pub(crate) sha: Sha256,
-    pub(crate) size: u64,
-}
-
-impl<W: Write> Write for Hashing<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.sha.update(&buf[..n]);
-        self.size += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
     }
 }
 
@@ -222,7 +202,7 @@ impl Destination for OciLayout {
         let temp = self.dir.join(format!("blobs/sha256/.layer-{}.nix-layers-{}.tmp", index + 1, std::process::id()));
         let temp = TempFile::new(temp);
         let file = File::create(&temp.0).with_context(|| format!("cannot create `{}`", temp.0.display()))?;
-        let hashing = Hashing { inner: BufWriter::with_capacity(1 << 20, file), sha: Sha256::new(), size: 0 };
+        let hashing = Hashing::new(BufWriter::with_capacity(1 << 20, file));
         let writer = Compressed::new(hashing, self.compressor, self.threads)?;
         self.current = Some(OpenLayer { writer, temp, index });
         Ok(())

@@ -20,7 +20,8 @@
 //! ([`HEADS`] at a time): a blob the registry has, with the size we know, or one mounted
 //! from another repository, makes its layer skipped, not read at all.
 
-use super::oci_layout::{layer_media_type, Hashing};
+use super::oci_layout::layer_media_type;
+use crate::layer::Hashing;
 use super::{media_type, oci_manifest, Blob, Destination, FinishedImage, KnownLayer};
 use crate::attrs::Compressor;
 use crate::cache::{compression_id, LayerCache, LayerKey};
@@ -30,7 +31,7 @@ use crate::plan::human_size;
 use crate::registry::Client;
 use anyhow::{anyhow, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use sha2::{Digest, Sha256};
+use sha2::Digest;
 use std::fs::File;
 use std::io::{self, BufWriter, IsTerminal, Read, Write};
 use std::path::PathBuf;
@@ -566,6 +567,10 @@ impl RegistryPush {
 }
 
 impl Destination for RegistryPush {
+    fn shows_progress(&self) -> bool {
+        true
+    }
+
     /// The layers whose compressed blob the cache knows (for this compression) are asked
     /// of the registry: those it has, or that are mounted, are not read.
     fn present(&mut self, layers: &[KnownLayer]) -> Result<Vec<bool>> {
@@ -598,7 +603,7 @@ impl Destination for RegistryPush {
         }
         let path = self.temp_dir.path().join(format!("layer-{}", index + 1));
         let file = File::create(&path).with_context(|| format!("cannot create `{}`", path.display()))?;
-        let hashing = Hashing { inner: BufWriter::with_capacity(1 << 20, file), sha: Sha256::new(), size: 0 };
+        let hashing = Hashing::new(BufWriter::with_capacity(1 << 20, file));
         let writer = Compressed::new(hashing, self.compressor, self.threads)?;
         self.current = Some(OpenLayer { index, writer, path, started: Instant::now() });
         Ok(())

@@ -7,6 +7,7 @@
 //! to the end, and a `-` in the directory would otherwise make the hash decide).
 
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -409,4 +410,25 @@ pub fn first_difference(expected: &str, actual: &str) -> String {
         }
     }
     unreachable!()
+}
+
+/// Files by relative path.
+pub type Files = BTreeMap<String, Vec<u8>>;
+
+/// Every file below `dir`, by relative path.
+pub fn files_of(dir: &Path) -> Files {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let rel = path.strip_prefix(dir).unwrap().to_str().unwrap().to_string();
+                out.insert(rel, fs::read(&path).unwrap());
+            }
+        }
+    }
+    out
 }

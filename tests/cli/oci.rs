@@ -3,7 +3,7 @@
 //! `flate2` and `zstd` crates, SHA-256 of every blob).
 
 use crate::determinism::busy_fixture;
-use crate::fixture::{read_tar, sha256_hex, Fixture};
+use crate::fixture::{files_of, read_tar, sha256_hex, Files, Fixture};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::fs;
@@ -23,27 +23,6 @@ fn oci(fixture: &Fixture, attrs: &Value, args: &[&str], dest: &str) {
     all.extend_from_slice(args);
     all.push(dest);
     fixture.run_ok(&all);
-}
-
-/// Files by relative path.
-type Files = BTreeMap<String, Vec<u8>>;
-
-/// Every file below `dir`, by relative path.
-fn files_of(dir: &Path) -> Files {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                let rel = path.strip_prefix(dir).unwrap().to_str().unwrap().to_string();
-                out.insert(rel, fs::read(&path).unwrap());
-            }
-        }
-    }
-    out
 }
 
 fn decompress(format: &str, bytes: &[u8]) -> Vec<u8> {

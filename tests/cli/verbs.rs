@@ -4,7 +4,7 @@
 //! programs of the Nix side; `copy-to` maps skopeo's destinations to our subcommands.
 
 use crate::determinism::busy_fixture;
-use crate::fixture::{assert_success, read_docker_archive, read_tar, Fixture, BIN};
+use crate::fixture::{assert_success, files_of, read_docker_archive, read_tar, Fixture, BIN};
 use serde_json::{json, Value};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -50,24 +50,6 @@ fn assert_fails(output: &Output, what: &str, fragments: &[&str]) {
     }
     assert!(output.stdout.is_empty(), "{what} wrote {} bytes to stdout", output.stdout.len());
     assert!(!stderr.contains("panicked"), "{what} panicked:\n{stderr}");
-}
-
-/// Every file below `dir`, by relative path, with its bytes.
-fn files_of(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                out.push((path.strip_prefix(dir).unwrap().display().to_string(), fs::read(&path).unwrap()));
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 /// The `org.opencontainers.image.ref.name` tags of an OCI layout's index.
