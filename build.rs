@@ -1,13 +1,11 @@
-//! Passes the versions of the compression crates (from Cargo.lock) to the code: the layer
-//! cache keys compressed blobs on them, since another version may compress differently.
+//! Passes the version of the deflate library (from Cargo.lock) to the code: the layer cache
+//! keys compressed blobs on it, since another version may compress differently.
 
 fn main() {
     println!("cargo:rerun-if-changed=Cargo.lock");
     let lock = std::fs::read_to_string("Cargo.lock").unwrap_or_default();
-    for (krate, var) in [("libdeflate-sys", "NIX_LAYERS_LIBDEFLATE_SYS_VERSION")] {
-        let version = locked_version(&lock, krate).unwrap_or_else(|| "unknown".to_string());
-        println!("cargo:rustc-env={var}={version}");
-    }
+    let version = locked_version(&lock, "libdeflate-sys").unwrap_or_else(|| "unknown".to_string());
+    println!("cargo:rustc-env=NIX_LAYERS_LIBDEFLATE_SYS_VERSION={version}");
 }
 
 /// The `version` line after `name = "<krate>"` in Cargo.lock.

@@ -8,7 +8,6 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
-use std::path::Path;
 
 const FORMATS: [(&str, &str); 3] = [
     ("gzip", "application/vnd.oci.image.layer.v1.tar+gzip"),
