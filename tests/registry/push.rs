@@ -156,6 +156,8 @@ fn push_verify_repush_nothing_then_only_the_changed_layer() {
     assert_eq!(layers, 5, "4 store layers and the customisation layer:\n{log}");
     assert!(log.contains("layer 5/5: uploaded"), "{log}");
     assert!(log.contains("6 uploaded, 0 already present"), "{log}");
+    // One line per layer: the push's own, not also the archive writer's.
+    assert_eq!(count(&log, "layer 3/5"), 1, "{log}");
     assert_eq!(registry.upload_requests(), 3 * 6, "POST, PATCH, PUT per blob");
     let pulled = skopeo_blobs(&fixture, &dest, &["--src-tls-verify=false"], "pulled-1");
     let first = oci_blobs(&fixture, &attrs, "oci-1");
@@ -164,6 +166,7 @@ fn push_verify_repush_nothing_then_only_the_changed_layer() {
     // Again: every blob present, zero upload requests, the tag re-put.
     let log = push_ok(&fixture, &attrs, &insecure, &dest);
     assert_eq!(count(&log, ": present, "), 6, "{log}");
+    assert_eq!(count(&log, "layer 3/5"), 1, "one line per skipped layer:\n{log}");
     assert!(log.contains("0 uploaded, 6 already present, 0 mounted, 0 B sent"), "{log}");
     assert_eq!(registry.upload_requests(), 3 * 6, "a re-push uploads nothing");
 
