@@ -243,3 +243,48 @@ fn gzip_member(deflater: &mut libdeflater::Compressor, data: &[u8], mut member: 
     member.extend_from_slice(&(data.len() as u32).to_le_bytes());
     Ok(member)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn gzip(data: &[u8], threads: usize) -> Vec<u8> {
+        let mut gz = Compressed::new(Vec::new(), Compressor::Gz, threads).unwrap();
+        // Uneven writes, across member boundaries.
+        for piece in data.chunks(300_001) {
+            gz.write_all(piece).unwrap();
+        }
+        gz.finish().unwrap()
+    }
+
+    fn gunzip(bytes: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        flate2::read::MultiGzDecoder::new(bytes).read_to_end(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn gzip_members_decode_to_the_input_whatever_the_thread_count() {
+        // 2.5 members: text-like bytes that compress, then incompressible ones.
+        let mut data: Vec<u8> = (0..GZ_BLOCK + GZ_BLOCK / 2).map(|i| b"nix-layers "[i % 11]).collect();
+        let mut x: u32 = 1;
+        data.extend((0..GZ_BLOCK).map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        }));
+        let one = gzip(&data, 1);
+        assert_eq!(gunzip(&one), data);
+        assert_eq!(one, gzip(&data, 3), "the bytes depend on the thread count");
+        assert!(one.windows(3).filter(|w| *w == [0x1f, 0x8b, 8]).count() >= 3, "one member per MiB");
+    }
+
+    #[test]
+    fn gzip_of_nothing_is_one_valid_empty_member() {
+        let empty = gzip(b"", 2);
+        assert!(empty.starts_with(&[0x1f, 0x8b, 8]) && empty.ends_with(&[0; 8]), "{empty:?}");
+        assert_eq!(gunzip(&empty), b"");
+    }
+}
