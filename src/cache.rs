@@ -235,27 +235,24 @@ fn name_safe(compression: &str) -> String {
     hex(&Sha256::digest(compression.as_bytes())[..12])
 }
 
-/// What a layer's compressed bytes depend on besides its tar: the format, our settings
-/// and the compression library's version.
-pub fn compression_id(compressor: crate::attrs::Compressor) -> String {
+/// What a layer's compressed bytes depend on besides its tar: the format, level, our
+/// settings and the compression library's version.
+pub fn compression_id(compression: crate::compress::Compression) -> String {
     use crate::attrs::Compressor;
     use crate::compress;
-    match compressor {
+    let level = compression.level;
+    match compression.format {
         Compressor::None => "none".to_string(),
-        Compressor::Gz => format!(
-            "gzip level {} members {} {}",
-            compress::GZ_LEVEL,
-            compress::GZ_BLOCK,
-            compress::DEFLATE_LIBRARY
-        ),
-        Compressor::Zstd => format!(
-            "zstd level {} job {} hashlog {} chainlog {} libzstd {}",
-            compress::ZSTD_LEVEL,
-            compress::ZSTD_JOB_SIZE,
-            compress::ZSTD_HASH_LOG,
-            compress::ZSTD_CHAIN_LOG,
-            zstd::zstd_safe::version_number()
-        ),
+        Compressor::Gz => format!("gzip level {level} members {} {}", compress::GZ_BLOCK, compress::DEFLATE_LIBRARY),
+        Compressor::Zstd => {
+            // The tuned tables apply at the default level only (see Compressed::new).
+            let tables = if level == compress::ZSTD_LEVEL {
+                format!(" hashlog {} chainlog {}", compress::ZSTD_HASH_LOG, compress::ZSTD_CHAIN_LOG)
+            } else {
+                String::new()
+            };
+            format!("zstd level {level} job {}{tables} libzstd {}", compress::ZSTD_JOB_SIZE, zstd::zstd_safe::version_number())
+        }
     }
 }
 
@@ -311,11 +308,15 @@ mod tests {
     #[test]
     fn compression_ids_name_settings_and_library() {
         use crate::attrs::Compressor;
-        let gzip = compression_id(Compressor::Gz);
+        use crate::compress::Compression;
+        let id = |format| compression_id(Compression::default_for(format));
+        let gzip = id(Compressor::Gz);
         assert!(gzip.starts_with(&format!("gzip level {}", crate::compress::GZ_LEVEL)), "{gzip}");
         // build.rs found libdeflate's version in Cargo.lock: another version may deflate differently.
         assert!(gzip.contains("libdeflate-sys 1.") && !gzip.contains("unknown"), "{gzip}");
-        assert!(compression_id(Compressor::Zstd).contains("libzstd"));
-        assert_eq!(compression_id(Compressor::None), "none");
+        assert!(id(Compressor::Zstd).contains("libzstd"));
+        assert_eq!(id(Compressor::None), "none");
+        let fast = compression_id(Compression::with_level(Compressor::Gz, Some(1)).unwrap());
+        assert!(fast.starts_with("gzip level 1 ") && fast != gzip, "{fast}");
     }
 }

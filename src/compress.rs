@@ -22,13 +22,13 @@ use std::thread::JoinHandle;
 pub const GZ_BLOCK: usize = 1 << 20;
 /// The deflate implementation and its version (from Cargo.lock, see build.rs).
 pub const DEFLATE_LIBRARY: &str = concat!("libdeflate-sys ", env!("NIX_LAYERS_LIBDEFLATE_SYS_VERSION"));
-/// libdeflate's level for each member. Measured on the bench's medium closure (417 MB of
+/// libdeflate's default level for each member. Measured on the bench's medium closure (417 MB of
 /// tar, one core): libdeflate 2 gives 36.5% of the input at 86 MB/s, where zlib(-rs) 6,
 /// our earlier setting, gave 36.3% at 35 MB/s and skopeo's pgzip 37.4%; libdeflate 1
 /// gives 38.1% at 112 MB/s. Level 2 keeps the bytes pulled as small as before and
 /// compresses 2.5× faster.
 pub const GZ_LEVEL: i32 = 2;
-/// zstd level (the zstd command's default).
+/// zstd's default level (the zstd command's).
 pub const ZSTD_LEVEL: i32 = 3;
 /// log2 of the entries in each of zstd's two match tables (level 3's defaults are 17 and
 /// 16). At 16 and 16 both tables, 512 KiB, stay in a core's L2 cache while the job's
@@ -42,6 +42,45 @@ pub const ZSTD_CHAIN_LOG: u32 = 16;
 /// buffers grew to 130 MB on a 2.6 GB image; 4 MiB jobs keep them near 80 MB for 0.25%
 /// more output and the same speed. The jobs' cut points, hence the bytes, are fixed.
 pub const ZSTD_JOB_SIZE: u32 = 4 << 20;
+
+/// A format and its level: how a layer blob or an archive is compressed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Compression {
+    /// gzip, zstd or none.
+    pub format: Compressor,
+    /// The level (0 for none).
+    pub level: i32,
+}
+
+impl Compression {
+    /// `format` at its default level ([`GZ_LEVEL`], [`ZSTD_LEVEL`]).
+    pub fn default_for(format: Compressor) -> Compression {
+        let level = match format {
+            Compressor::None => 0,
+            Compressor::Gz => GZ_LEVEL,
+            Compressor::Zstd => ZSTD_LEVEL,
+        };
+        Compression { format, level }
+    }
+
+    /// `format` at `level`, or at its default level when `level` is `None`.
+    ///
+    /// # Errors
+    /// A level outside 1–9 for gzip (gzip's and skopeo's range) or 1–19 for zstd, or any
+    /// level for no compression.
+    pub fn with_level(format: Compressor, level: Option<i32>) -> Result<Compression> {
+        let Some(level) = level else { return Ok(Compression::default_for(format)) };
+        let (name, range) = match format {
+            Compressor::None => anyhow::bail!("--compression-level {level}: uncompressed layers have no level"),
+            Compressor::Gz => ("gzip", 1..=9),
+            Compressor::Zstd => ("zstd", 1..=19),
+        };
+        if !range.contains(&level) {
+            anyhow::bail!("--compression-level {level}: {name} levels are {} to {}", range.start(), range.end());
+        }
+        Ok(Compression { format, level })
+    }
+}
 
 /// A writer that compresses as `compressor` says; [`Compressed::finish`] returns the inner writer.
 pub enum Compressed<W: Write> {
@@ -58,15 +97,20 @@ impl<W: Write> Compressed<W> {
     ///
     /// # Errors
     /// libzstd refuses its parameters.
-    pub fn new(inner: W, compressor: Compressor, threads: usize) -> Result<Self> {
-        Ok(match compressor {
+    pub fn new(inner: W, compression: Compression, threads: usize) -> Result<Self> {
+        Ok(match compression.format {
             Compressor::None => Compressed::Plain(inner),
-            Compressor::Gz => Compressed::Gz(ParallelGzip::new(inner, threads)?),
+            Compressor::Gz => Compressed::Gz(ParallelGzip::new(inner, compression.level, threads)?),
             Compressor::Zstd => {
-                let mut encoder = zstd::stream::write::Encoder::new(inner, ZSTD_LEVEL).context("cannot start zstd")?;
+                let mut encoder = zstd::stream::write::Encoder::new(inner, compression.level).context("cannot start zstd")?;
                 encoder.multithread(threads.max(1) as u32).context("cannot start zstd workers")?;
                 encoder.include_checksum(true).context("cannot configure zstd")?;
-                for parameter in [CParameter::JobSize(ZSTD_JOB_SIZE), CParameter::HashLog(ZSTD_HASH_LOG), CParameter::ChainLog(ZSTD_CHAIN_LOG)] {
+                let mut parameters = vec![CParameter::JobSize(ZSTD_JOB_SIZE)];
+                if compression.level == ZSTD_LEVEL {
+                    // Tuned for the default level only; other levels keep libzstd's tables.
+                    parameters.extend([CParameter::HashLog(ZSTD_HASH_LOG), CParameter::ChainLog(ZSTD_CHAIN_LOG)]);
+                }
+                for parameter in parameters {
                     encoder.set_parameter(parameter).with_context(|| format!("cannot set zstd's {parameter:?}"))?;
                 }
                 Compressed::Zstd(encoder)
@@ -124,7 +168,7 @@ pub struct ParallelGzip<W: Write> {
 }
 
 impl<W: Write> ParallelGzip<W> {
-    fn new(inner: W, threads: usize) -> io::Result<Self> {
+    fn new(inner: W, level: i32, threads: usize) -> io::Result<Self> {
         let threads = threads.max(1);
         let (jobs, queue) = channel::<Job>();
         let queue = Arc::new(Mutex::new(queue));
@@ -133,7 +177,7 @@ impl<W: Write> ParallelGzip<W> {
             let queue = Arc::clone(&queue);
             let started = std::thread::Builder::new().spawn(move || {
                 // A compressor holds libdeflate's tables: one per worker, reused.
-                let mut deflater = deflater();
+                let mut deflater = deflater(level);
                 loop {
                     let job = match queue.lock() {
                         Ok(q) => q.recv(),
@@ -220,9 +264,9 @@ impl<W: Write> Write for ParallelGzip<W> {
     }
 }
 
-/// libdeflate's compressor at [`GZ_LEVEL`].
-fn deflater() -> libdeflater::Compressor {
-    let level = libdeflater::CompressionLvl::new(GZ_LEVEL).unwrap_or_else(|_| libdeflater::CompressionLvl::default());
+/// libdeflate's compressor at `level` (checked by [`Compression::with_level`]).
+fn deflater(level: i32) -> libdeflater::Compressor {
+    let level = libdeflater::CompressionLvl::new(level).unwrap_or_else(|_| libdeflater::CompressionLvl::default());
     libdeflater::Compressor::new(level)
 }
 
@@ -250,7 +294,7 @@ mod tests {
     use std::io::Read;
 
     fn gzip(data: &[u8], threads: usize) -> Vec<u8> {
-        let mut gz = Compressed::new(Vec::new(), Compressor::Gz, threads).unwrap();
+        let mut gz = Compressed::new(Vec::new(), Compression::default_for(Compressor::Gz), threads).unwrap();
         // Uneven writes, across member boundaries.
         for piece in data.chunks(300_001) {
             gz.write_all(piece).unwrap();

@@ -5,7 +5,7 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use nix_layers::archive::{write_image, Written};
 use nix_layers::attrs::{self, Attrs, Compressor};
 use nix_layers::cache::LayerCache;
-use nix_layers::compress::Compressed;
+use nix_layers::compress::{Compressed, Compression};
 use nix_layers::destination::engine_load::{self, Engine, EngineLoad};
 use nix_layers::destination::hybrid_archive::write_archive;
 use nix_layers::destination::oci_layout::{OciArchive, OciLayout, OciTarget};
@@ -92,9 +92,8 @@ enum Command {
         /// The attrs file.
         #[arg(long, value_name = "FILE")]
         attrs: Option<PathBuf>,
-        /// Compression of each layer blob.
-        #[arg(long, value_name = "FORMAT", default_value = "gzip", value_parser = ["gzip", "zstd", "none"])]
-        compression_format: String,
+        #[command(flatten)]
+        compression: LayerCompression,
         #[command(flatten)]
         threads: Threads,
         #[command(flatten)]
@@ -108,9 +107,8 @@ enum Command {
         /// The attrs file.
         #[arg(long, value_name = "FILE")]
         attrs: Option<PathBuf>,
-        /// Compression of each layer blob.
-        #[arg(long, value_name = "FORMAT", default_value = "gzip", value_parser = ["gzip", "zstd", "none"])]
-        compression_format: String,
+        #[command(flatten)]
+        compression: LayerCompression,
         /// Credentials for the registry (no auth file is read then).
         #[arg(long, value_name = "USER:PASS")]
         creds: Option<String>,
@@ -215,6 +213,29 @@ struct InputOutput {
 }
 
 #[derive(Args)]
+struct LayerCompression {
+    /// Compression of each layer blob.
+    #[arg(long, value_name = "FORMAT", default_value = "gzip", value_parser = ["gzip", "zstd", "none"])]
+    compression_format: String,
+    /// Its level, as skopeo's --dest-compress-level: gzip 1–9 (default 2, libdeflate's,
+    /// about zlib's 6 in size), zstd 1–19 (default 3). Lower is faster and larger.
+    #[arg(long, value_name = "N")]
+    compression_level: Option<i32>,
+}
+
+impl LayerCompression {
+    /// The format and level asked for.
+    fn get(&self) -> Result<Compression> {
+        let format = match self.compression_format.as_str() {
+            "zstd" => Compressor::Zstd,
+            "none" => Compressor::None,
+            _ => Compressor::Gz,
+        };
+        Compression::with_level(format, self.compression_level)
+    }
+}
+
+#[derive(Args)]
 struct RepoTagArg {
     /// Name the image NAME:TAG instead of the attrs' name and tag (manifest.json's
     /// `RepoTags`, the index's annotations), as nixpkgs' stream script's -t does:
@@ -278,10 +299,10 @@ fn run(cli: Cli) -> Result<()> {
             stream_or_verb(file, attrs, tag.repo_tag.as_ref(), &threads, &cache, verb, &store_dir)
         }
         Command::CopyTo { dest, attrs, options } => copy_to_cmd(&dest, attrs, options),
-        Command::Oci { dest, attrs, compression_format, threads, cache } => {
-            oci_cmd(&dest, attrs, &compression_format, threads.count(), &cache.open(), &store_dir)
+        Command::Oci { dest, attrs, compression, threads, cache } => {
+            oci_cmd(&dest, attrs, compression.get()?, threads.count(), &cache.open(), &store_dir)
         }
-        Command::Push { dest, attrs, compression_format, creds, authfile, tls_verify, cert_dir, threads, cache } => {
+        Command::Push { dest, attrs, compression, creds, authfile, tls_verify, cert_dir, threads, cache } => {
             let options = ClientOptions {
                 tls_verify,
                 cert_dir,
@@ -289,7 +310,7 @@ fn run(cli: Cli) -> Result<()> {
                 authfile,
                 ..ClientOptions::default()
             };
-            push_cmd(&dest, attrs, compressor(&compression_format), &options, threads.count(), &cache.open(), &store_dir)
+            push_cmd(&dest, attrs, compression.get()?, &options, threads.count(), &cache.open(), &store_dir)
         }
         Command::Load { engine, attrs, tag, threads, cache } => {
             load_cmd(&engine, attrs, tag.repo_tag.as_ref(), threads.count(), &cache.open(), &store_dir)
@@ -398,7 +419,7 @@ fn build_cmd(io: InputOutput, threads: usize, store_dir: &str) -> Result<()> {
     let layers = image.scan_layers(store_dir, threads)?;
     let spec = image.into_spec();
     let mut file = AtomicFile::create(&target)?;
-    let mut out = Compressed::new(file.writer(), spec.compressor, threads)?;
+    let mut out = Compressed::new(file.writer(), Compression::default_for(spec.compressor), threads)?;
     // A Nix build's output depends on its inputs only: no cache.
     let written = write_archive(&mut out, &spec, &layers, threads, &LayerCache::disabled())?;
     out.finish().context("cannot write the image")?;
@@ -443,14 +464,13 @@ fn print_plan_if_debug(image: &PlannedImage) {
 fn oci_cmd(
     dest: &str,
     attrs_file: Option<PathBuf>,
-    compression: &str,
+    compression: Compression,
     threads: usize,
     cache: &LayerCache,
     store_dir: &str,
 ) -> Result<()> {
     let started = Instant::now();
     let (target, tag) = OciTarget::parse(dest)?;
-    let compressor = compressor(compression);
     let attrs = read_attrs(attrs_file.as_deref())?;
     let image = plan_image(&attrs, store_dir)?;
     drop(attrs); // the plan has what is needed; the raw closure JSON can go
@@ -458,27 +478,18 @@ fn oci_cmd(
     let spec = image.into_spec();
     let tag = tag.unwrap_or_else(|| spec.tag.clone());
     let mut destination: Box<dyn Destination> = match &target {
-        OciTarget::Dir(dir) => Box::new(OciLayout::open(dir, &tag, compressor, threads, cache.clone())?),
-        OciTarget::Archive(file) => Box::new(OciArchive::create(file, &tag, compressor, threads, cache.clone())?),
+        OciTarget::Dir(dir) => Box::new(OciLayout::open(dir, &tag, compression, threads, cache.clone())?),
+        OciTarget::Archive(file) => Box::new(OciArchive::create(file, &tag, compression, threads, cache.clone())?),
     };
     let written = write_image(destination.as_mut(), &spec, &layers, threads, cache)?;
     summary(written, started);
     Ok(())
 }
 
-/// `--compression-format` (clap has checked the value).
-fn compressor(format: &str) -> Compressor {
-    match format {
-        "zstd" => Compressor::Zstd,
-        "none" => Compressor::None,
-        _ => Compressor::Gz,
-    }
-}
-
 fn push_cmd(
     dest: &str,
     attrs_file: Option<PathBuf>,
-    compressor: Compressor,
+    compression: Compression,
     options: &ClientOptions,
     threads: usize,
     cache: &LayerCache,
@@ -497,7 +508,7 @@ fn push_cmd(
     let tag = reference.tag.clone().unwrap_or_else(|| spec.tag.clone());
     // Connect (and learn how to authenticate) before any layer is read.
     let client = Client::connect(reference.api_host(), options)?;
-    let mut push = RegistryPush::new(client, &reference.repository, &tag, compressor, threads, layers.len(), cache.clone())?;
+    let mut push = RegistryPush::new(client, &reference.repository, &tag, compression, threads, layers.len(), cache.clone())?;
     let written = write_image(&mut push, &spec, &layers, threads, cache)?;
     let stats = push.stats();
     eprintln!(

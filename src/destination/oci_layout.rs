@@ -17,6 +17,7 @@ use super::{archive_tar, index_entry, media_type, oci_index, oci_manifest, Blob,
 use super::{KnownLayer, OCI_LAYOUT, REF_NAME};
 use crate::cache::{compression_id, LayerCache, LayerKey};
 use crate::attrs::Compressor;
+use crate::compress::Compression;
 use crate::compress::Compressed;
 use crate::layer::{Hashing, LayerDigest};
 use crate::output::{write_atomically, AtomicFile};
@@ -103,7 +104,7 @@ struct OpenLayer {
 pub struct OciLayout {
     dir: PathBuf,
     tag: String,
-    compressor: Compressor,
+    compression: Compression,
     threads: usize,
     current: Option<OpenLayer>,
     blobs: Vec<Blob>,
@@ -120,7 +121,7 @@ impl OciLayout {
     ///
     /// # Errors
     /// `dir` exists and is neither empty nor an OCI layout, or cannot be created.
-    pub fn open(dir: &Path, tag: &str, compressor: Compressor, threads: usize, cache: LayerCache) -> Result<OciLayout> {
+    pub fn open(dir: &Path, tag: &str, compression: Compression, threads: usize, cache: LayerCache) -> Result<OciLayout> {
         let layout_file = dir.join("oci-layout");
         if layout_file.exists() {
             let text = fs::read(&layout_file).with_context(|| format!("cannot read `{}`", layout_file.display()))?;
@@ -136,7 +137,7 @@ impl OciLayout {
         Ok(OciLayout {
             dir: dir.to_path_buf(),
             tag: tag.to_string(),
-            compressor,
+            compression,
             threads,
             current: None,
             blobs: Vec::new(),
@@ -180,7 +181,7 @@ impl Destination for OciLayout {
     /// A layer whose compressed blob the cache knows and the directory holds (written by
     /// an earlier run, same size) is not read again.
     fn present(&mut self, layers: &[KnownLayer]) -> Result<Vec<bool>> {
-        let compression = compression_id(self.compressor);
+        let compression = compression_id(self.compression);
         self.keys = layers.iter().map(|l| l.key).collect();
         self.held = layers
             .iter()
@@ -203,7 +204,7 @@ impl Destination for OciLayout {
         let temp = TempFile::new(temp);
         let file = File::create(&temp.0).with_context(|| format!("cannot create `{}`", temp.0.display()))?;
         let hashing = Hashing::new(BufWriter::with_capacity(1 << 20, file));
-        let writer = Compressed::new(hashing, self.compressor, self.threads)?;
+        let writer = Compressed::new(hashing, self.compression, self.threads)?;
         self.current = Some(OpenLayer { writer, temp, index });
         Ok(())
     }
@@ -217,11 +218,11 @@ impl Destination for OciLayout {
         let OpenLayer { writer, temp, index } = self.current.take().context("internal error: a layer ends before it began")?;
         let hashing = writer.finish().with_context(|| format!("cannot write `{}`", temp.0.display()))?;
         hashing.inner.into_inner().map_err(|e| e.into_error()).with_context(|| format!("cannot write `{}`", temp.0.display()))?;
-        let blob = Blob { media_type: layer_media_type(self.compressor), sha256: hashing.sha.finalize().into(), size: hashing.size };
+        let blob = Blob { media_type: layer_media_type(self.compression.format), sha256: hashing.sha.finalize().into(), size: hashing.size };
         let path = self.dir.join(blob.path());
         fs::rename(&temp.0, &path).with_context(|| format!("cannot move a layer into place at `{}`", path.display()))?;
         if let Some(Some(key)) = self.keys.get(index) {
-            self.cache.record_blob(key, &compression_id(self.compressor), &blob);
+            self.cache.record_blob(key, &compression_id(self.compression), &blob);
         }
         self.blobs.push(blob);
         Ok(())
@@ -274,7 +275,7 @@ impl OciArchive {
     ///
     /// # Errors
     /// The temporary directory cannot be created.
-    pub fn create(target: &Path, tag: &str, compressor: Compressor, threads: usize, cache: LayerCache) -> Result<OciArchive> {
+    pub fn create(target: &Path, tag: &str, compression: Compression, threads: usize, cache: LayerCache) -> Result<OciArchive> {
         let parent = match target.parent() {
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => Path::new("."),
@@ -284,7 +285,7 @@ impl OciArchive {
         let temp_dir = TempDir::new(temp);
         fs::create_dir(&temp_dir.0)
             .with_context(|| format!("cannot create `{}` (for `{}`)", temp_dir.0.display(), target.display()))?;
-        let layout = OciLayout::open(&temp_dir.0, tag, compressor, threads, cache)?;
+        let layout = OciLayout::open(&temp_dir.0, tag, compression, threads, cache)?;
         Ok(OciArchive { layout, temp_dir, target: target.to_path_buf() })
     }
 }

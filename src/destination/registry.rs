@@ -23,7 +23,7 @@
 use super::oci_layout::layer_media_type;
 use crate::layer::Hashing;
 use super::{media_type, oci_manifest, Blob, Destination, FinishedImage, KnownLayer};
-use crate::attrs::Compressor;
+use crate::compress::Compression;
 use crate::cache::{compression_id, LayerCache, LayerKey};
 use crate::compress::Compressed;
 use crate::layer::LayerDigest;
@@ -347,7 +347,7 @@ pub struct RegistryPush {
     shared: Arc<Shared>,
     pool: Pool,
     tag: String,
-    compressor: Compressor,
+    compression: Compression,
     threads: usize,
     layer_count: usize,
     temp_dir: tempfile::TempDir,
@@ -361,8 +361,8 @@ pub struct RegistryPush {
     /// Knows compressed blobs of earlier runs and the repositories that had them; told
     /// the blobs and repositories of this push.
     cache: LayerCache,
-    /// [`compression_id`] of `compressor`.
-    compression: String,
+    /// [`compression_id`] of `compression`.
+    compression_id: String,
     /// Each layer's cache key, from [`Destination::present`].
     keys: Vec<Option<LayerKey>>,
 }
@@ -379,7 +379,7 @@ impl RegistryPush {
         client: Client,
         repository: &str,
         tag: &str,
-        compressor: Compressor,
+        compression: Compression,
         threads: usize,
         layer_count: usize,
         cache: LayerCache,
@@ -404,7 +404,7 @@ impl RegistryPush {
             shared,
             pool,
             tag: tag.to_string(),
-            compressor,
+            compression,
             threads,
             layer_count,
             temp_dir,
@@ -413,7 +413,7 @@ impl RegistryPush {
             skipped: vec![None; layer_count],
             manifest_digest: None,
             cache,
-            compression: compression_id(compressor),
+            compression_id: compression_id(compression),
             keys: vec![None; layer_count],
         })
     }
@@ -549,10 +549,10 @@ impl RegistryPush {
             self.current.take().context("internal error: a layer ends before it began")?;
         let hashing = writer.finish().with_context(|| format!("cannot write `{}`", path.display()))?;
         hashing.inner.into_inner().map_err(|e| e.into_error()).with_context(|| format!("cannot write `{}`", path.display()))?;
-        let blob = Blob { media_type: layer_media_type(self.compressor), sha256: hashing.sha.finalize().into(), size: hashing.size };
+        let blob = Blob { media_type: layer_media_type(self.compression.format), sha256: hashing.sha.finalize().into(), size: hashing.size };
         self.blobs[index] = Some(blob.clone());
         if let Some(Some(key)) = self.keys.get(index) {
-            self.cache.record_blob(key, &self.compression, &blob);
+            self.cache.record_blob(key, &self.compression_id, &blob);
         }
         let mount_from = self.mount_sources(&self.cache.repositories(&blob));
         let job = Job { index, blob: blob.clone(), path, started, mount_from };
@@ -581,7 +581,7 @@ impl Destination for RegistryPush {
             .map(|l| {
                 // write_image needs the diff_id of a layer it does not read.
                 l.diff_id?;
-                let blob = self.cache.blob(&l.key?, &self.compression)?;
+                let blob = self.cache.blob(&l.key?, &self.compression_id)?;
                 let repositories = self.cache.repositories(&blob);
                 Some(KnownBlob { blob, repositories })
             })
@@ -604,7 +604,7 @@ impl Destination for RegistryPush {
         let path = self.temp_dir.path().join(format!("layer-{}", index + 1));
         let file = File::create(&path).with_context(|| format!("cannot create `{}`", path.display()))?;
         let hashing = Hashing::new(BufWriter::with_capacity(1 << 20, file));
-        let writer = Compressed::new(hashing, self.compressor, self.threads)?;
+        let writer = Compressed::new(hashing, self.compression, self.threads)?;
         self.current = Some(OpenLayer { index, writer, path, started: Instant::now() });
         Ok(())
     }

@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
+use std::path::Path;
 
 const FORMATS: [(&str, &str); 3] = [
     ("gzip", "application/vnd.oci.image.layer.v1.tar+gzip"),
@@ -93,6 +94,57 @@ fn oci_dir_is_a_valid_layout_for_each_compression_format() {
         let dir = fixture.out(&format!("layout-{format}"));
         oci(&fixture, &attrs, &["--compression-format", format], &format!("oci:{}:t1", dir.display()));
         check_layout(&files_of(&dir), "t1", format, media_type);
+    }
+}
+
+/// The layers' digests and the config's digest named in the manifest tagged `tag`.
+fn layer_and_config_digests(dir: &Path, tag: &str, format: &str, media_type: &str) -> (Vec<String>, String) {
+    let manifest = check_layout(&files_of(dir), tag, format, media_type);
+    let layers = manifest["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap().to_string()).collect();
+    (layers, manifest["config"]["digest"].as_str().unwrap().to_string())
+}
+
+#[test]
+fn compression_level_changes_the_blobs_not_the_image() {
+    let (fixture, attrs) = busy_fixture();
+    for (format, media_type, levels) in [("gzip", FORMATS[0].1, ["1", "9"]), ("zstd", FORMATS[1].1, ["1", "19"])] {
+        // One directory and one layer cache for every level: a blob compressed at one
+        // level must not stand in for another's.
+        let dir = fixture.out(&format!("levels-{format}"));
+        oci(&fixture, &attrs, &["--compression-format", format], &format!("oci:{}:default", dir.display()));
+        let (default_layers, config) = layer_and_config_digests(&dir, "default", format, media_type);
+        for level in levels {
+            for threads in ["1", "2"] {
+                let args = ["--compression-format", format, "--compression-level", level, "--threads", threads];
+                oci(&fixture, &attrs, &args, &format!("oci:{}:l{level}-t{threads}", dir.display()));
+            }
+            // check_layout decompresses every layer and checks it against the config's diff_ids.
+            let (layers, level_config) = layer_and_config_digests(&dir, &format!("l{level}-t1"), format, media_type);
+            assert_eq!(level_config, config, "{format} {level}: the image (its config) does not depend on the level");
+            assert!(layers.iter().zip(&default_layers).any(|(a, b)| a != b), "{format} {level}: the default level's blobs were reused");
+            let (again, _) = layer_and_config_digests(&dir, &format!("l{level}-t2"), format, media_type);
+            assert_eq!(again, layers, "{format} {level}: the blobs depend on the thread count");
+        }
+    }
+}
+
+#[test]
+fn a_compression_level_out_of_range_is_refused_before_anything_is_written() {
+    let (fixture, attrs) = busy_fixture();
+    let file = fixture.write_attrs("oci.attrs.json", &attrs);
+    for (format, level, expected) in [
+        ("gzip", "0", "gzip levels are 1 to 9"),
+        ("gzip", "10", "gzip levels are 1 to 9"),
+        ("zstd", "20", "zstd levels are 1 to 19"),
+        ("none", "1", "uncompressed layers have no level"),
+    ] {
+        let dir = fixture.out(&format!("refused-{format}-{level}"));
+        let dest = format!("oci:{}", dir.display());
+        let out = fixture.run(&["oci", "--attrs", file.to_str().unwrap(), "--compression-format", format, "--compression-level", level, &dest]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{format} {level}: {stderr}");
+        assert!(stderr.contains(&format!("--compression-level {level}: {expected}")), "{format} {level}: {stderr}");
+        assert!(!dir.exists(), "{format} {level}: the layout was created");
     }
 }
 
@@ -203,6 +255,7 @@ fn a_failed_write_never_leaves_a_broken_index_or_temporary_files() {
     use nix_layers::archive::write_image;
     use nix_layers::cache::LayerCache;
     use nix_layers::attrs::{Attrs, Compressor};
+    use nix_layers::compress::Compression;
     use nix_layers::destination::oci_layout::{OciArchive, OciLayout};
     use nix_layers::pipeline::plan_image;
     use std::io::Write;
@@ -221,7 +274,7 @@ fn a_failed_write_never_leaves_a_broken_index_or_temporary_files() {
     fs::set_permissions(&target, fs::Permissions::from_mode(0o644)).unwrap();
     fs::OpenOptions::new().append(true).open(&target).unwrap().write_all(b"more\n").unwrap();
 
-    let mut layout = OciLayout::open(&dir, "two", Compressor::Gz, 2, LayerCache::disabled()).unwrap();
+    let mut layout = OciLayout::open(&dir, "two", Compression::default_for(Compressor::Gz), 2, LayerCache::disabled()).unwrap();
     let error = format!("{:#}", write_image(&mut layout, &image.spec, &layers, 2, &LayerCache::disabled()).unwrap_err());
     drop(layout);
     assert!(error.contains(&target) && error.contains("changed size"), "{error}");
@@ -232,7 +285,7 @@ fn a_failed_write_never_leaves_a_broken_index_or_temporary_files() {
     }
 
     let archive = fixture.out("image.oci.tar");
-    let mut destination = OciArchive::create(&archive, "two", Compressor::Zstd, 2, LayerCache::disabled()).unwrap();
+    let mut destination = OciArchive::create(&archive, "two", Compression::default_for(Compressor::Zstd), 2, LayerCache::disabled()).unwrap();
     assert!(write_image(&mut destination, &image.spec, &layers, 2, &LayerCache::disabled()).is_err());
     drop(destination);
     let left: Vec<_> = fs::read_dir(fixture.out_dir()).unwrap().map(|e| e.unwrap().file_name()).collect();

@@ -207,6 +207,24 @@ fn push_zstd_without_tag_uses_the_image_tag() {
 }
 
 #[test]
+fn push_at_another_gzip_level_sends_other_blobs_of_the_same_image() {
+    let registry = Registry::start(Mode::Plain);
+    let (fixture, attrs) = small_image();
+    let insecure = ["--tls-verify=false"];
+    push_ok(&fixture, &attrs, &insecure, &format!("docker://{}/t/default", registry.host()));
+    // Same layer cache: the default level's blobs, known for these layers, must not be
+    // taken for level 9's.
+    let log = push_ok(&fixture, &attrs, &["--tls-verify=false", "--compression-level", "9"], &format!("docker://{}/t/nine", registry.host()));
+    assert_eq!(count(&log, "/5: uploaded, "), 5, "level 9's layer blobs are new:\n{log}");
+    let pulled = skopeo_blobs(&fixture, &format!("docker://{}/t/nine:latest", registry.host()), &["--src-tls-verify=false"], "pulled-9");
+    let file = fixture.write_attrs("oci.attrs.json", &attrs);
+    let dir = fixture.dir.path().join("oci-9");
+    fixture.run_ok(&["oci", "--compression-level", "9", "--attrs", file.to_str().unwrap(), &format!("oci:{}", dir.display())]);
+    assert_eq!(pulled, blobs(&dir), "the push at level 9 is `oci --compression-level 9`'s image");
+    assert_ne!(pulled, oci_blobs(&fixture, &attrs, "oci-default"));
+}
+
+#[test]
 fn push_with_basic_auth_and_wrong_credentials() {
     let registry = Registry::start(Mode::Basic { user: "user", password: "pw" });
     let (fixture, attrs) = small_image();
