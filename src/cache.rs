@@ -245,12 +245,7 @@ pub fn compression_id(compression: crate::compress::Compression) -> String {
         Compressor::None => "none".to_string(),
         Compressor::Gz => format!("gzip level {level} members {} {}", compress::GZ_BLOCK, compress::DEFLATE_LIBRARY),
         Compressor::Zstd => {
-            // The tuned tables apply at the default level only (see Compressed::new).
-            let tables = if level == compress::ZSTD_LEVEL {
-                format!(" hashlog {} chainlog {}", compress::ZSTD_HASH_LOG, compress::ZSTD_CHAIN_LOG)
-            } else {
-                String::new()
-            };
+            let tables = compression.zstd_tables().map(|(hash, chain)| format!(" hashlog {hash} chainlog {chain}")).unwrap_or_default();
             format!("zstd level {level} job {}{tables} libzstd {}", compress::ZSTD_JOB_SIZE, zstd::zstd_safe::version_number())
         }
     }

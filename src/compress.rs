@@ -80,6 +80,13 @@ impl Compression {
         }
         Ok(Compression { format, level })
     }
+
+    /// zstd's hash and chain table sizes when we set them ([`ZSTD_HASH_LOG`],
+    /// [`ZSTD_CHAIN_LOG`]): at the default level only, which they were tuned for; other
+    /// levels keep libzstd's own. The bytes and the cache key both depend on this.
+    pub fn zstd_tables(self) -> Option<(u32, u32)> {
+        (self.format == Compressor::Zstd && self.level == ZSTD_LEVEL).then_some((ZSTD_HASH_LOG, ZSTD_CHAIN_LOG))
+    }
 }
 
 /// A writer that compresses as `compressor` says; [`Compressed::finish`] returns the inner writer.
@@ -106,9 +113,8 @@ impl<W: Write> Compressed<W> {
                 encoder.multithread(threads.max(1) as u32).context("cannot start zstd workers")?;
                 encoder.include_checksum(true).context("cannot configure zstd")?;
                 let mut parameters = vec![CParameter::JobSize(ZSTD_JOB_SIZE)];
-                if compression.level == ZSTD_LEVEL {
-                    // Tuned for the default level only; other levels keep libzstd's tables.
-                    parameters.extend([CParameter::HashLog(ZSTD_HASH_LOG), CParameter::ChainLog(ZSTD_CHAIN_LOG)]);
+                if let Some((hash_log, chain_log)) = compression.zstd_tables() {
+                    parameters.extend([CParameter::HashLog(hash_log), CParameter::ChainLog(chain_log)]);
                 }
                 for parameter in parameters {
                     encoder.set_parameter(parameter).with_context(|| format!("cannot set zstd's {parameter:?}"))?;

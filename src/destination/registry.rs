@@ -361,8 +361,6 @@ pub struct RegistryPush {
     /// Knows compressed blobs of earlier runs and the repositories that had them; told
     /// the blobs and repositories of this push.
     cache: LayerCache,
-    /// [`compression_id`] of `compression`.
-    compression_id: String,
     /// Each layer's cache key, from [`Destination::present`].
     keys: Vec<Option<LayerKey>>,
 }
@@ -413,7 +411,6 @@ impl RegistryPush {
             skipped: vec![None; layer_count],
             manifest_digest: None,
             cache,
-            compression_id: compression_id(compression),
             keys: vec![None; layer_count],
         })
     }
@@ -552,7 +549,7 @@ impl RegistryPush {
         let blob = Blob { media_type: layer_media_type(self.compression.format), sha256: hashing.sha.finalize().into(), size: hashing.size };
         self.blobs[index] = Some(blob.clone());
         if let Some(Some(key)) = self.keys.get(index) {
-            self.cache.record_blob(key, &self.compression_id, &blob);
+            self.cache.record_blob(key, &compression_id(self.compression), &blob);
         }
         let mount_from = self.mount_sources(&self.cache.repositories(&blob));
         let job = Job { index, blob: blob.clone(), path, started, mount_from };
@@ -576,12 +573,13 @@ impl Destination for RegistryPush {
     fn present(&mut self, layers: &[KnownLayer]) -> Result<Vec<bool>> {
         self.keys = layers.iter().map(|l| l.key).collect();
         self.keys.resize(self.layer_count, None);
+        let compression = compression_id(self.compression);
         let known: Vec<Option<KnownBlob>> = layers
             .iter()
             .map(|l| {
                 // write_image needs the diff_id of a layer it does not read.
                 l.diff_id?;
-                let blob = self.cache.blob(&l.key?, &self.compression_id)?;
+                let blob = self.cache.blob(&l.key?, &compression)?;
                 let repositories = self.cache.repositories(&blob);
                 Some(KnownBlob { blob, repositories })
             })
